@@ -1,0 +1,1 @@
+//! Skiff node agent: runs pods in network namespaces.

@@ -1,0 +1,1 @@
+//! Skiff control plane: object model, store, API server, controllers.

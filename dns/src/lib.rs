@@ -1,0 +1,1 @@
+//! Skiff cluster DNS: a `cluster.local` zone handler on hickory-server.

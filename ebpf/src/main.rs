@@ -1,4 +1,80 @@
+//! Skiff's kernel programs. Built for `bpfel-unknown-none` by proxy/build.rs
+//! (aya-build, nightly, `-Z build-std=core`); on the host this crate compiles
+//! to an empty binary so workspace-wide `cargo check` works.
+//!
+//! Layout: `maps` (the shared maps), `packet` (bounds-checked header access
+//! and checksum-correct rewrites), `lb` (service lookup, round-robin backend
+//! choice), `nat` (conntrack and DNAT/reverse-NAT of one packet), `counters`
+//! (per-CPU reason counters). Entry points below are thin: they map a
+//! `Result` to a tc verdict and count why.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// `atomic_xadd`: the only fetch-and-add the BPF target offers (see lb.rs).
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", expect(internal_features, reason = "atomic_xadd for round-robin"))]
+
+#[cfg(target_arch = "bpf")]
+mod counters;
+#[cfg(target_arch = "bpf")]
+mod lb;
+#[cfg(target_arch = "bpf")]
+mod maps;
+#[cfg(target_arch = "bpf")]
+mod nat;
+#[cfg(target_arch = "bpf")]
+mod packet;
+
+#[cfg(target_arch = "bpf")]
+mod programs {
+    use aya_ebpf::bindings::{TC_ACT_OK, TC_ACT_SHOT};
+    use aya_ebpf::macros::classifier;
+    use aya_ebpf::programs::TcContext;
+    use skiff_ebpf_common::Reason;
+
+    use crate::counters::count;
+    use crate::nat::{self, Verdict};
+
+    /// tc hook on node interfaces (ingress and egress): DNAT of packets
+    /// addressed to a service (NodePort on the node's addresses, or a
+    /// ClusterIP that socket-LB did not translate), reverse NAT of replies.
+    #[classifier]
+    pub fn skiff_tc(ctx: TcContext) -> i32 {
+        match nat::handle(&ctx) {
+            Ok(Verdict::Pass) => TC_ACT_OK as i32,
+            Ok(Verdict::Translated) => {
+                count(Reason::Translated);
+                TC_ACT_OK as i32
+            }
+            Ok(Verdict::ReverseTranslated) => {
+                count(Reason::ReverseTranslated);
+                TC_ACT_OK as i32
+            }
+            Err(reason) => {
+                count(reason);
+                // Only a service with no usable backend is refused; a packet
+                // we could not parse or rewrite is left to the stack rather
+                // than silently dropped.
+                if reason == Reason::NoBackend {
+                    TC_ACT_SHOT as i32
+                } else {
+                    TC_ACT_OK as i32
+                }
+            }
+        }
+    }
+
+    #[panic_handler]
+    fn panic(_info: &core::panic::PanicInfo) -> ! {
+        // The verifier rejects programs that can reach this; it exists only
+        // to satisfy no_std.
+        loop {}
+    }
+}
+
 #[cfg(not(target_arch = "bpf"))]
 fn main() {}
+
+#[cfg(target_arch = "bpf")]
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

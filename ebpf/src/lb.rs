@@ -1,0 +1,60 @@
+//! Service lookup and round-robin backend choice.
+
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
+use skiff_ebpf_common::{Backend4, Reason, SCOPE_EXTERNAL, Svc4Key, Svc4Value};
+
+use crate::maps::{BACKENDS, RR, SERVICES};
+use crate::packet::Packet;
+
+/// A chosen backend and the service entry it was chosen for.
+pub struct Choice {
+    pub backend_id: u32,
+    pub backend: Backend4,
+    pub service: Svc4Value,
+}
+
+/// The service entry (slot 0) for the packet's destination, if any.
+#[inline(always)]
+pub fn lookup_service(pkt: &Packet) -> Option<(Svc4Key, Svc4Value)> {
+    let key = Svc4Key::new(pkt.daddr_be, pkt.dport_be, pkt.proto, SCOPE_EXTERNAL, 0);
+    // SAFETY: values are plain data copied out at once; userspace replaces
+    // whole values, and a torn read is impossible for an 8-byte-aligned
+    // 12-byte value updated by the map's own copy under its bucket lock.
+    let svc = unsafe { SERVICES.get(&key) }.copied()?;
+    Some((key, svc))
+}
+
+/// Picks the next backend round-robin. The per-service cursor is advanced
+/// with one atomic fetch-add, so concurrent CPUs never pick the same turn.
+#[inline(always)]
+pub fn select(key: Svc4Key, svc: Svc4Value) -> Result<Choice, Reason> {
+    if svc.count == 0 {
+        return Err(Reason::NoBackend);
+    }
+    let cursor = RR
+        .get_ptr_mut(svc.rev_nat_id as u32)
+        .ok_or(Reason::DanglingId)?;
+    // The BPF target has no `AtomicU32` (no compare-and-swap), but it has
+    // fetch-and-add (BPF_ATOMIC | BPF_FETCH). The ordering must be SeqCst:
+    // LLVM's BPF backend lowers a *relaxed* add to the legacy XADD, which
+    // returns nothing, and the "turn" read back would be a constant (seen
+    // with LLVM 22: every flow went to the same slot).
+    // SAFETY: the pointer is to a live array element (arrays never free
+    // elements) and is only accessed atomically.
+    let turn: u32 = unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::SeqCst }>(cursor, 1) };
+    let slot = (turn % svc.count as u32) as u16 + 1;
+    // SAFETY: see lookup_service.
+    let slot_val = unsafe { SERVICES.get(&key.with_slot(slot)) }
+        .copied()
+        .ok_or(Reason::DanglingId)?;
+    // SAFETY: see lookup_service.
+    let backend = unsafe { BACKENDS.get(&slot_val.backend_id) }
+        .copied()
+        .ok_or(Reason::DanglingId)?;
+    Ok(Choice {
+        backend_id: slot_val.backend_id,
+        backend,
+        service: svc,
+    })
+}

@@ -1,0 +1,146 @@
+//! Connection tracking and NAT of one packet.
+//!
+//! A new flow to a service gets two conntrack entries: ORIGINAL keyed by the
+//! client's tuple (so later packets keep their backend) and REPLY keyed by
+//! the backend's reply tuple (so replies are reverse-NAT'd to the service
+//! address). Source NAT to the node address is applied for NodePort traffic
+//! to a backend on another node unless `externalTrafficPolicy: Local`; the
+//! client's source port is kept (collisions between two clients that use
+//! the same source port towards the same backend are possible; see the
+//! proxy's design notes).
+
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::programs::TcContext;
+use skiff_ebpf_common::{
+    Backend4, CtEntry4, CtKey4, Reason, backend_flags, ct_dir, ct_flags, svc_flags,
+};
+
+use crate::lb;
+use crate::maps::{BACKENDS, CONFIG, CONNTRACK, REVNAT};
+use crate::packet::{self, Packet, Side};
+
+pub enum Verdict {
+    /// Not a service packet: left alone.
+    Pass,
+    /// DNAT'd (new or tracked flow).
+    Translated,
+    /// A reply, reverse-NAT'd.
+    ReverseTranslated,
+}
+
+#[inline(always)]
+pub fn handle(ctx: &TcContext) -> Result<Verdict, Reason> {
+    let Some(mut pkt) = packet::parse(ctx)? else {
+        return Ok(Verdict::Pass);
+    };
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+
+    let reply_key = CtKey4::new(
+        pkt.saddr_be,
+        pkt.daddr_be,
+        pkt.sport_be,
+        pkt.dport_be,
+        pkt.proto,
+        ct_dir::REPLY,
+    );
+    if let Some(entry) = CONNTRACK.get_ptr_mut(&reply_key) {
+        // SAFETY: live LRU element; racing updates of last_seen are benign.
+        let entry = unsafe { &mut *entry };
+        entry.last_seen_ns = now;
+        let entry = *entry;
+        return reverse_nat(ctx, &mut pkt, &entry);
+    }
+
+    let orig_key = CtKey4::new(
+        pkt.saddr_be,
+        pkt.daddr_be,
+        pkt.sport_be,
+        pkt.dport_be,
+        pkt.proto,
+        ct_dir::ORIGINAL,
+    );
+    // SAFETY: value copied out at once.
+    if let Some(entry) = unsafe { CONNTRACK.get(&orig_key) }.copied() {
+        // SAFETY: as above.
+        if let Some(backend) = unsafe { BACKENDS.get(&entry.backend_id) }.copied() {
+            let snat = entry.flags & ct_flags::SNAT != 0;
+            dnat(ctx, &mut pkt, &backend, snat)?;
+            return Ok(Verdict::Translated);
+        }
+        // The backend was deleted: the flow is dead; pick anew below.
+        let _ = CONNTRACK.remove(&orig_key);
+    }
+
+    let Some((key, svc)) = lb::lookup_service(&pkt) else {
+        return Ok(Verdict::Pass);
+    };
+    let choice = lb::select(key, svc)?;
+    let snat = choice.service.flags & svc_flags::NODEPORT != 0
+        && choice.service.flags & svc_flags::EXT_LOCAL == 0
+        && choice.backend.flags & backend_flags::LOCAL == 0;
+
+    let client_addr = pkt.saddr_be;
+    let client_port = pkt.sport_be;
+    let mut flags = 0;
+    if snat {
+        flags |= ct_flags::SNAT;
+    }
+    let entry = CtEntry4::new(
+        choice.backend_id,
+        client_addr,
+        client_port,
+        choice.service.rev_nat_id,
+        flags,
+        now,
+    );
+    CONNTRACK
+        .insert(&orig_key, &entry, 0)
+        .map_err(|_| Reason::ConntrackFull)?;
+
+    dnat(ctx, &mut pkt, &choice.backend, snat)?;
+
+    // After DNAT (and SNAT) `pkt` holds the tuple as it leaves; the reply
+    // comes back with it mirrored.
+    let reply_key = CtKey4::new(
+        pkt.daddr_be,
+        pkt.saddr_be,
+        pkt.dport_be,
+        pkt.sport_be,
+        pkt.proto,
+        ct_dir::REPLY,
+    );
+    CONNTRACK
+        .insert(&reply_key, &entry, 0)
+        .map_err(|_| Reason::ConntrackFull)?;
+    Ok(Verdict::Translated)
+}
+
+#[inline(always)]
+fn dnat(ctx: &TcContext, pkt: &mut Packet, backend: &Backend4, snat: bool) -> Result<(), Reason> {
+    packet::set_addr(ctx, pkt, Side::Destination, backend.addr_be)?;
+    packet::set_port(ctx, pkt, Side::Destination, backend.port_be)?;
+    if snat {
+        let cfg = CONFIG.get(0).copied().ok_or(Reason::DanglingId)?;
+        if cfg.node_addr_be == 0 {
+            return Err(Reason::DanglingId);
+        }
+        packet::set_addr(ctx, pkt, Side::Source, cfg.node_addr_be)?;
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn reverse_nat(ctx: &TcContext, pkt: &mut Packet, entry: &CtEntry4) -> Result<Verdict, Reason> {
+    // SAFETY: value copied out at once.
+    let rev = unsafe { REVNAT.get(&(entry.rev_nat_id as u32)) }
+        .copied()
+        .ok_or(Reason::DanglingId)?;
+    packet::set_addr(ctx, pkt, Side::Source, rev.vip_be)?;
+    packet::set_port(ctx, pkt, Side::Source, rev.port_be)?;
+    if entry.flags & ct_flags::SNAT != 0 {
+        packet::set_addr(ctx, pkt, Side::Destination, entry.client_addr_be)?;
+        packet::set_port(ctx, pkt, Side::Destination, entry.client_port_be)?;
+    }
+    Ok(Verdict::ReverseTranslated)
+}

@@ -1,0 +1,123 @@
+//! `cargo xtask test`: unit, kernel and end-to-end phases with a summary.
+//!
+//! Conventions (so a test's place is decided by how it is written, not by a
+//! list kept here):
+//! - unit: every test that is not `#[ignore]`d; runs unprivileged.
+//! - kernel: `#[ignore = "needs root: ..."]` tests whose names do not start
+//!   with `e2e_`; they share kernel state (netns names, bpffs, iptables), so
+//!   they run one at a time.
+//! - e2e: `#[ignore]`d tests named `e2e_*` (the multi-node suite in tests/).
+//!
+//! Kernel and e2e phases build with `SKIFF_EBPF=require`, so a missing
+//! bpf-linker is an error rather than a silently eBPF-less binary.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use clap::Args;
+
+use crate::cmd;
+
+#[derive(Args)]
+pub struct TestArgs {
+    /// Only the unprivileged unit and integration tests.
+    #[arg(long)]
+    unit: bool,
+    /// Only the kernel tests (root).
+    #[arg(long)]
+    kernel: bool,
+    /// Only the end-to-end suite (root).
+    #[arg(long)]
+    e2e: bool,
+    /// Extra filter passed to the test binaries (substring of test names).
+    filter: Option<String>,
+}
+
+struct Phase {
+    name: &'static str,
+    result: Result<()>,
+    took: Duration,
+}
+
+pub fn run(args: &TestArgs) -> Result<()> {
+    let all = !(args.unit || args.kernel || args.e2e);
+    let filter = args.filter.as_deref();
+    let mut phases = Vec::new();
+    if all || args.unit {
+        phases.push(phase("unit", || unit(filter)));
+    }
+    if all || args.kernel {
+        phases.push(phase("kernel", || privileged(filter, Privileged::Kernel)));
+    }
+    if all || args.e2e {
+        phases.push(phase("e2e", || privileged(filter, Privileged::E2e)));
+    }
+
+    eprintln!("\n==> summary");
+    let mut failed = 0;
+    for p in &phases {
+        match &p.result {
+            Ok(()) => eprintln!("    {:<7} ok      {:>6.1} s", p.name, p.took.as_secs_f64()),
+            Err(e) => {
+                failed += 1;
+                eprintln!("    {:<7} FAILED  {:>6.1} s  {e:#}", p.name, p.took.as_secs_f64());
+            }
+        }
+    }
+    println!("{} passed, {failed} failed", phases.len() - failed);
+    if failed > 0 {
+        bail!("{failed} test phase(s) failed");
+    }
+    Ok(())
+}
+
+fn phase(name: &'static str, f: impl FnOnce() -> Result<()>) -> Phase {
+    eprintln!("\n==> {name} tests");
+    let start = Instant::now();
+    let result = f();
+    Phase {
+        name,
+        result,
+        took: start.elapsed(),
+    }
+}
+
+fn cargo_test() -> Command {
+    let mut c = Command::new(env!("CARGO"));
+    c.current_dir(cmd::workspace_root())
+        .args(["test", "--workspace", "--lib", "--bins", "--tests"]);
+    c
+}
+
+fn unit(filter: Option<&str>) -> Result<()> {
+    let mut c = cargo_test();
+    c.arg("--");
+    c.args(filter);
+    cmd::run(&mut c)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Privileged {
+    Kernel,
+    E2e,
+}
+
+fn privileged(filter: Option<&str>, which: Privileged) -> Result<()> {
+    if !cmd::is_root() {
+        bail!("kernel and e2e tests need root (netns, eBPF, iptables); run as root");
+    }
+    let mut c = cargo_test();
+    c.env("SKIFF_EBPF", "require")
+        .args(["--", "--ignored", "--test-threads=1"]);
+    match which {
+        Privileged::Kernel => {
+            c.args(["--skip", "e2e_"]);
+            c.args(filter);
+        }
+        Privileged::E2e => {
+            c.arg(filter.unwrap_or("e2e_"));
+        }
+    }
+    cmd::run(&mut c)
+}

@@ -18,11 +18,15 @@ pub struct Choice {
 #[inline(always)]
 pub fn lookup_service(pkt: &Packet) -> Option<(Svc4Key, Svc4Value)> {
     let key = Svc4Key::new(pkt.daddr_be, pkt.dport_be, pkt.proto, SCOPE_EXTERNAL, 0);
+    Some((key, lookup_key(&key)?))
+}
+
+/// The service entry for a slot-0 key.
+#[inline(always)]
+pub fn lookup_key(key: &Svc4Key) -> Option<Svc4Value> {
     // SAFETY: values are plain data copied out at once; userspace replaces
-    // whole values, and a torn read is impossible for an 8-byte-aligned
-    // 12-byte value updated by the map's own copy under its bucket lock.
-    let svc = unsafe { SERVICES.get(&key) }.copied()?;
-    Some((key, svc))
+    // whole values (the kernel copies them under the bucket lock).
+    unsafe { SERVICES.get(key) }.copied()
 }
 
 /// Picks the next backend round-robin. The per-service cursor is advanced

@@ -23,16 +23,75 @@ mod maps;
 mod nat;
 #[cfg(target_arch = "bpf")]
 mod packet;
+#[cfg(target_arch = "bpf")]
+mod sock;
 
 #[cfg(target_arch = "bpf")]
 mod programs {
     use aya_ebpf::bindings::{TC_ACT_OK, TC_ACT_SHOT};
-    use aya_ebpf::macros::classifier;
-    use aya_ebpf::programs::TcContext;
+    use aya_ebpf::macros::{cgroup_sock_addr, classifier};
+    use aya_ebpf::programs::{SockAddrContext, TcContext};
     use skiff_ebpf_common::Reason;
 
     use crate::counters::count;
     use crate::nat::{self, Verdict};
+    use crate::sock::{self, SockVerdict};
+
+    /// sock_addr verdicts: 1 lets the call proceed, 0 rejects it.
+    const SOCK_ALLOW: i32 = 1;
+    const SOCK_REJECT: i32 = 0;
+
+    fn sock_forward(ctx: &SockAddrContext) -> i32 {
+        match sock::forward(ctx) {
+            Ok(SockVerdict::Pass) => SOCK_ALLOW,
+            Ok(SockVerdict::Translated) => {
+                count(Reason::SockTranslated);
+                SOCK_ALLOW
+            }
+            Err(Reason::NoBackend) => {
+                count(Reason::SockRefused);
+                SOCK_REJECT
+            }
+            Err(reason) => {
+                // Could not translate (e.g. a dangling id mid-update): let
+                // the packet path (tc) have a go rather than failing the call.
+                count(reason);
+                SOCK_ALLOW
+            }
+        }
+    }
+
+    fn sock_reverse(ctx: &SockAddrContext) -> i32 {
+        if let Err(reason) = sock::reverse(ctx) {
+            count(reason);
+        }
+        // getpeername/recvmsg hooks must always allow.
+        SOCK_ALLOW
+    }
+
+    /// connect() on TCP and connected UDP sockets.
+    #[cgroup_sock_addr(connect4)]
+    pub fn skiff_connect4(ctx: SockAddrContext) -> i32 {
+        sock_forward(&ctx)
+    }
+
+    /// sendto()/sendmsg() on unconnected UDP sockets.
+    #[cgroup_sock_addr(sendmsg4)]
+    pub fn skiff_sendmsg4(ctx: SockAddrContext) -> i32 {
+        sock_forward(&ctx)
+    }
+
+    /// recvfrom()/recvmsg() on UDP: replies appear to come from the service.
+    #[cgroup_sock_addr(recvmsg4)]
+    pub fn skiff_recvmsg4(ctx: SockAddrContext) -> i32 {
+        sock_reverse(&ctx)
+    }
+
+    /// getpeername(): connected sockets show the service address.
+    #[cgroup_sock_addr(getpeername4)]
+    pub fn skiff_getpeername4(ctx: SockAddrContext) -> i32 {
+        sock_reverse(&ctx)
+    }
 
     /// tc hook on node interfaces (ingress and egress): DNAT of packets
     /// addressed to a service (NodePort on the node's addresses, or a

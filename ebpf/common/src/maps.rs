@@ -13,6 +13,8 @@ pub const MAP_RR: &str = "SKF_RR";
 pub const MAP_CONNTRACK: &str = "SKF_CT4";
 /// Per-CPU drop/error counters indexed by [`crate::Reason`].
 pub const MAP_REASONS: &str = "SKF_REASONS";
+/// Socket-LB reverse translation LRU: [`crate::SockRevKey`] → [`crate::RevNat4`].
+pub const MAP_SOCK_REVNAT: &str = "SKF_SOCKRN4";
 /// Node configuration: array of one [`crate::NodeConfig`].
 pub const MAP_CONFIG: &str = "SKF_CONFIG";
 
@@ -21,6 +23,7 @@ pub const BACKENDS_MAX: u32 = 65_536 * 4;
 /// Rev-NAT ids are `u16`; id 0 is never allocated (it means "none").
 pub const REVNAT_MAX: u32 = 65_536;
 pub const CONNTRACK_MAX: u32 = 262_144;
+pub const SOCK_REVNAT_MAX: u32 = 262_144;
 
 // Map names become kernel object names: at most 15 bytes plus NUL.
 const _: () = assert!(MAP_SERVICES.len() <= 15);
@@ -30,3 +33,4 @@ const _: () = assert!(MAP_RR.len() <= 15);
 const _: () = assert!(MAP_CONNTRACK.len() <= 15);
 const _: () = assert!(MAP_REASONS.len() <= 15);
 const _: () = assert!(MAP_CONFIG.len() <= 15);
+const _: () = assert!(MAP_SOCK_REVNAT.len() <= 15);

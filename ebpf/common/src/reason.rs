@@ -21,9 +21,13 @@ pub enum Reason {
     Translated = 5,
     /// Replies reverse-NAT'd.
     ReverseTranslated = 6,
+    /// Socket-LB: connect/sendmsg to a service rewritten to a backend.
+    SockTranslated = 7,
+    /// Socket-LB: connect/sendmsg to a service without backends refused.
+    SockRefused = 8,
 }
 
-pub const REASON_COUNT: u32 = 7;
+pub const REASON_COUNT: u32 = 9;
 
 impl Reason {
     pub const ALL: [Reason; REASON_COUNT as usize] = [
@@ -34,6 +38,8 @@ impl Reason {
         Reason::ConntrackFull,
         Reason::Translated,
         Reason::ReverseTranslated,
+        Reason::SockTranslated,
+        Reason::SockRefused,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -45,6 +51,8 @@ impl Reason {
             Reason::ConntrackFull => "conntrack_full",
             Reason::Translated => "translated",
             Reason::ReverseTranslated => "reverse_translated",
+            Reason::SockTranslated => "sock_translated",
+            Reason::SockRefused => "sock_refused",
         }
     }
 }

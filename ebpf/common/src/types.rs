@@ -251,6 +251,30 @@ impl NodeConfig {
     }
 }
 
+/// Socket reverse-NAT key: a socket (by cookie) and the backend it was
+/// connected (or sent) to. Socket-LB records one per translation so that
+/// `getpeername()` and `recvmsg()` on that socket show the service address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SockRevKey {
+    pub cookie: u64,
+    pub backend_addr_be: u32,
+    pub backend_port_be: u16,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<SockRevKey>() == 16);
+
+impl SockRevKey {
+    pub const fn new(cookie: u64, backend_addr_be: u32, backend_port_be: u16) -> Self {
+        Self {
+            cookie,
+            backend_addr_be,
+            backend_port_be,
+            _pad: [0; 2],
+        }
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all types are #[repr(C)], Copy, contain only integers and have
@@ -263,4 +287,5 @@ mod pod {
     unsafe impl aya::Pod for super::CtKey4 {}
     unsafe impl aya::Pod for super::CtEntry4 {}
     unsafe impl aya::Pod for super::NodeConfig {}
+    unsafe impl aya::Pod for super::SockRevKey {}
 }

@@ -34,6 +34,8 @@ pub enum EbpfError {
         #[source]
         source: Box<aya::maps::MapError>,
     },
+    #[error("link of program {name}: {detail}")]
+    Link { name: &'static str, detail: String },
     #[error("service {0} has {1} backends; at most 65535 fit a service entry")]
     TooManyBackends(String, usize),
 }

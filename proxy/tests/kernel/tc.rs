@@ -1,0 +1,411 @@
+//! The tc program on crafted packets (`BPF_PROG_TEST_RUN`) and attached for
+//! real to a veth in a throwaway namespace.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use skiff_ebpf_common::{
+    NodeConfig, PROTO_TCP, PROTO_UDP, Reason, RevNat4, SCOPE_EXTERNAL, Svc4Key, ct_dir, svc_flags,
+};
+use skiff_proxy::ebpf::ServiceSpec;
+
+use crate::fixtures::*;
+use crate::harness::KernelEnv;
+use crate::packets::{Flags, Seen, parse_checked, tcp, udp};
+
+#[test]
+#[ignore = "needs root: run by cargo xtask test --kernel"]
+fn tc_syn_to_nodeport_is_dnatted_tracked_and_reply_reverse_natted() {
+    let mut env = KernelEnv::new("dnat");
+    let frontend = SocketAddrV4::new(NODE, NODEPORT);
+    let backend = pod(5, 8080);
+    install(
+        &mut env,
+        frontend,
+        PROTO_TCP,
+        svc_flags::NODEPORT,
+        7,
+        &[Backend {
+            id: 1,
+            addr: backend,
+            local: true,
+        }],
+    );
+
+    let syn = tcp(CLIENT, frontend, Flags::Syn, b"");
+    let run = env.run_tc(&syn);
+    assert_eq!(run.verdict, TC_ACT_OK);
+    let seen = parse_checked(&run.packet);
+    assert_eq!(
+        seen,
+        Seen {
+            src: CLIENT,
+            dst: backend,
+            payload: vec![]
+        },
+        "SYN must be DNAT'd to the local backend with the client address kept"
+    );
+
+    let ct = env.maps.conntrack_entries();
+    assert_eq!(ct.len(), 2, "one ORIGINAL and one REPLY entry: {ct:?}");
+    assert!(ct.iter().any(|(k, v)| k.dir == ct_dir::ORIGINAL
+        && k.daddr_be == be(NODE)
+        && v.backend_id == 1
+        && v.rev_nat_id == 7));
+    assert!(ct.iter().any(|(k, _)| k.dir == ct_dir::REPLY
+        && k.saddr_be == be(*backend.ip())
+        && k.daddr_be == be(*CLIENT.ip())));
+
+    // The backend's SYN-ACK, with data so the checksum covers a payload.
+    let reply = tcp(backend, CLIENT, Flags::SynAck, b"hello");
+    let run = env.run_tc(&reply);
+    assert_eq!(run.verdict, TC_ACT_OK);
+    assert_eq!(
+        parse_checked(&run.packet),
+        Seen {
+            src: frontend,
+            dst: CLIENT,
+            payload: b"hello".to_vec()
+        },
+        "reply must come from the NodePort frontend"
+    );
+    assert_eq!(counter(&env, Reason::Translated), 1);
+    assert_eq!(counter(&env, Reason::ReverseTranslated), 1);
+}
+
+#[test]
+#[ignore = "needs root: run by cargo xtask test --kernel"]
+fn tc_nodeport_to_remote_backend_is_snatted_and_reply_restored() {
+    let mut env = KernelEnv::new("snat");
+    env.maps
+        .set_node_config(NodeConfig::new(be(NODE), 0, 0))
+        .expect("node config");
+    let frontend = SocketAddrV4::new(NODE, NODEPORT);
+    let remote = SocketAddrV4::new(Ipv4Addr::new(10, 244, 2, 9), 8080);
+    install(
+        &mut env,
+        frontend,
+        PROTO_TCP,
+        svc_flags::NODEPORT,
+        3,
+        &[Backend {
+            id: 4,
+            addr: remote,
+            local: false,
+        }],
+    );
+    let run = env.run_tc(&tcp(CLIENT, frontend, Flags::Syn, b""));
+    assert_eq!(run.verdict, TC_ACT_OK);
+    let out = parse_checked(&run.packet);
+    assert_eq!(out.dst, remote);
+    assert_eq!(
+        out.src,
+        SocketAddrV4::new(NODE, CLIENT.port()),
+        "traffic to a remote backend must leave with the node's address"
+    );
+
+    // The remote backend answers the node; the reply goes back to the client.
+    let reply = tcp(
+        remote,
+        SocketAddrV4::new(NODE, CLIENT.port()),
+        Flags::SynAck,
+        b"",
+    );
+    let run = env.run_tc(&reply);
+    let back = parse_checked(&run.packet);
+    assert_eq!(back.src, frontend);
+    assert_eq!(back.dst, CLIENT);
+}
+
+#[test]
+#[ignore = "needs root: run by cargo xtask test --kernel"]
+fn tc_local_policy_does_not_snat() {
+    let mut env = KernelEnv::new("local");
+    env.maps
+        .set_node_config(NodeConfig::new(be(NODE), 0, 0))
+        .expect("node config");
+    let frontend = SocketAddrV4::new(NODE, NODEPORT);
+    let remote = SocketAddrV4::new(Ipv4Addr::new(10, 244, 2, 9), 8080);
+    install(
+        &mut env,
+        frontend,
+        PROTO_TCP,
+        svc_flags::NODEPORT | svc_flags::EXT_LOCAL,
+        3,
+        &[Backend {
+            id: 4,
+            addr: remote,
+            local: false,
+        }],
+    );
+    let out = parse_checked(&env.run_tc(&tcp(CLIENT, frontend, Flags::Syn, b"")).packet);
+    assert_eq!(out.src, CLIENT, "Local policy keeps the client address");
+}
+
+#[test]
+#[ignore = "needs root: run by cargo xtask test --kernel"]
+fn tc_round_robin_cycles_backends_exactly() {
+    let mut env = KernelEnv::new("rr");
+    let frontend = SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 20), 80);
+    let backends: Vec<Backend> = (0..3u8)
+        .map(|i| Backend {
+            id: 10 + u32::from(i),
+            addr: pod(20 + i, 8080),
+            local: true,
+        })
+        .collect();
+    install(&mut env, frontend, PROTO_TCP, 0, 9, &backends);
+
+    let mut picked = Vec::new();
+    for i in 0..9u16 {
+        let client = SocketAddrV4::new(*CLIENT.ip(), 41000 + i);
+        let run = env.run_tc(&tcp(client, frontend, Flags::Syn, b""));
+        picked.push(parse_checked(&run.packet).dst);
+    }
+    let expected: Vec<SocketAddrV4> = (0..9).map(|i| backends[i % 3].addr).collect();
+    assert_eq!(picked, expected, "new flows must cycle through slots 1,2,3");
+
+    // A tracked flow keeps its backend whatever the cursor says.
+    let first = SocketAddrV4::new(*CLIENT.ip(), 41000);
+    let again = parse_checked(&env.run_tc(&tcp(first, frontend, Flags::Syn, b"")).packet);
+    assert_eq!(again.dst, backends[0].addr);
+}
+
+#[test]
+#[ignore = "needs root: run by cargo xtask test --kernel"]
+fn tc_service_without_backends_is_refused_and_counted() {
+    let mut env = KernelEnv::new("nobe");
+    let frontend = SocketAddrV4::new(NODE, NODEPORT);
+    install(&mut env, frontend, PROTO_TCP, svc_flags::NODEPORT, 2, &[]);
+    let run = env.run_tc(&tcp(CLIENT, frontend, Flags::Syn, b""));
+    assert_eq!(run.verdict, TC_ACT_SHOT);
+    assert_eq!(counter(&env, Reason::NoBackend), 1);
+    assert!(env.maps.conntrack_entries().is_empty());
+}
+
+#[test]
+#[ignore = "needs root: run by cargo xtask test --kernel"]
+fn tc_udp_is_dnatted_with_correct_checksum() {
+    let mut env = KernelEnv::new("udp");
+    let frontend = SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 10), 53);
+    let backend = pod(53, 5353);
+    install(
+        &mut env,
+        frontend,
+        PROTO_UDP,
+        0,
+        5,
+        &[Backend {
+            id: 2,
+            addr: backend,
+            local: true,
+        }],
+    );
+    let run = env.run_tc(&udp(CLIENT, frontend, b"query"));
+    assert_eq!(run.verdict, TC_ACT_OK);
+    let seen = parse_checked(&run.packet);
+    assert_eq!(seen.dst, backend);
+    assert_eq!(seen.payload, b"query");
+}
+
+#[test]
+#[ignore = "needs root: run by cargo xtask test --kernel"]
+fn tc_leaves_other_traffic_untouched() {
+    let mut env = KernelEnv::new("pass");
+    install(
+        &mut env,
+        SocketAddrV4::new(NODE, NODEPORT),
+        PROTO_TCP,
+        svc_flags::NODEPORT,
+        1,
+        &[Backend {
+            id: 1,
+            addr: pod(5, 8080),
+            local: true,
+        }],
+    );
+    // Same address, another port; and the service port over UDP.
+    for pkt in [
+        tcp(CLIENT, SocketAddrV4::new(NODE, 22), Flags::Syn, b"x"),
+        udp(CLIENT, SocketAddrV4::new(NODE, NODEPORT), b"x"),
+    ] {
+        let run = env.run_tc(&pkt);
+        assert_eq!(run.verdict, TC_ACT_OK);
+        assert_eq!(run.packet, pkt, "non-service packets must not change");
+    }
+    assert!(env.maps.conntrack_entries().is_empty());
+}
+
+#[test]
+#[ignore = "needs root: run by cargo xtask test --kernel"]
+fn removing_a_backend_drops_its_flows_and_new_flows_avoid_it() {
+    let mut env = KernelEnv::new("rmbe");
+    let frontend = SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 30), 80);
+    let a = Backend {
+        id: 1,
+        addr: pod(31, 80),
+        local: true,
+    };
+    let b = Backend {
+        id: 2,
+        addr: pod(32, 80),
+        local: true,
+    };
+    let key = install(&mut env, frontend, PROTO_TCP, 0, 4, &[a, b]);
+    for port in [42000, 42001] {
+        env.run_tc(&tcp(
+            SocketAddrV4::new(*CLIENT.ip(), port),
+            frontend,
+            Flags::Syn,
+            b"",
+        ));
+    }
+    // Shrink to backend 2 only, then delete backend 1: slots before entry,
+    // backend last.
+    env.maps
+        .upsert_service(
+            &ServiceSpec {
+                key,
+                rev_nat_id: 4,
+                rev_nat: RevNat4::new(be(*frontend.ip()), frontend.port().to_be()),
+                flags: 0,
+                affinity_secs: 0,
+                backend_ids: vec![2],
+            },
+            2,
+        )
+        .expect("shrinking service");
+    assert!(env.maps.service_entry(key.with_slot(2)).is_none());
+    let dropped = env.maps.remove_backend(1).expect("removing backend");
+    assert_eq!(dropped, 2, "the flow to backend 1 had two conntrack entries");
+    for port in 43000..43004 {
+        let out = parse_checked(
+            &env
+                .run_tc(&tcp(
+                    SocketAddrV4::new(*CLIENT.ip(), port),
+                    frontend,
+                    Flags::Syn,
+                    b"",
+                ))
+                .packet,
+        );
+        assert_eq!(out.dst, pod(32, 80));
+    }
+}
+
+#[test]
+#[ignore = "needs root: run by cargo xtask test --kernel"]
+fn maps_survive_a_reload_from_the_pin_directory() {
+    let mut env = KernelEnv::new("pin");
+    let frontend = SocketAddrV4::new(NODE, NODEPORT);
+    install(
+        &mut env,
+        frontend,
+        PROTO_TCP,
+        svc_flags::NODEPORT,
+        6,
+        &[Backend {
+            id: 1,
+            addr: pod(5, 8080),
+            local: true,
+        }],
+    );
+    env.run_tc(&tcp(CLIENT, frontend, Flags::Syn, b""));
+    // A second load (as a restarted proxy would do) sees the same maps.
+    let mut again = skiff_proxy::ebpf::Loaded::load(env.pin_dir()).expect("reload");
+    let maps = skiff_proxy::ebpf::ServiceMaps::take(&mut again.ebpf).expect("maps");
+    assert_eq!(maps.conntrack_entries().len(), 2);
+    let key = Svc4Key::new(be(NODE), NODEPORT.to_be(), PROTO_TCP, SCOPE_EXTERNAL, 0);
+    assert_eq!(maps.service_entry(key).map(|v| v.count), Some(1));
+}
+
+/// The tc program attached for real: a client namespace connects over a
+/// veth to the node's NodePort; the program DNATs to a backend listening in
+/// the node namespace and reverse-NATs the reply on egress. Real sockets,
+/// real kernel path, checksums checked by the receiving stacks.
+#[test]
+#[ignore = "needs root: run by cargo xtask test --kernel"]
+fn tc_attached_nodeport_carries_a_real_tcp_connection() {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::Duration;
+
+    use aya::programs::{TcAttachType, tc};
+    use skiff_tests::netns::{Netns, link_veth};
+
+    let mut env = KernelEnv::new("attach");
+    let client_ns = Netns::new("ktc").expect("client netns");
+    link_veth(&env.netns, "eth0", &client_ns, "eth0").expect("veth");
+    env.netns
+        .add_addr("eth0", "192.0.2.10/24".parse().expect("cidr"))
+        .expect("node addr");
+    client_ns
+        .add_addr("eth0", "192.0.2.7/24".parse().expect("cidr"))
+        .expect("client addr");
+    // The backend's address is local to the node (this kernel has no dummy
+    // link type; loopback holds it just as well).
+    env.netns
+        .add_addr("lo", "10.244.1.5/32".parse().expect("cidr"))
+        .expect("pod addr");
+    // The client reaches the pod network only through the node, like any
+    // outside host; the test asserts it still sees the NodePort address.
+    let backend = pod(5, 8080);
+    let frontend = SocketAddrV4::new(NODE, NODEPORT);
+    install(
+        &mut env,
+        frontend,
+        PROTO_TCP,
+        svc_flags::NODEPORT,
+        11,
+        &[Backend {
+            id: 1,
+            addr: backend,
+            local: true,
+        }],
+    );
+
+    let listener = env
+        .netns
+        .run_in(|| TcpListener::bind(backend))
+        .expect("enter node netns")
+        .expect("bind backend");
+    let netns = &env.netns;
+    let prog = env.loaded.tc_program().expect("tc program");
+    netns
+        .run_in(|| {
+            // clsact may already exist (tcx does not need it); ignore "exists".
+            let _ = tc::qdisc_add_clsact("eth0");
+            prog.attach("eth0", TcAttachType::Ingress)
+                .expect("attach ingress");
+            prog.attach("eth0", TcAttachType::Egress)
+                .expect("attach egress");
+        })
+        .expect("enter node netns");
+
+    let server = std::thread::spawn(move || {
+        let (mut conn, peer) = listener.accept().expect("accept");
+        let mut buf = [0u8; 4];
+        conn.read_exact(&mut buf).expect("read request");
+        conn.write_all(format!("peer={peer}").as_bytes())
+            .expect("write reply");
+    });
+    let (reply, local, remote) = client_ns
+        .run_in(|| {
+            let mut s = TcpStream::connect_timeout(&frontend.into(), Duration::from_secs(5))
+                .expect("connect to NodePort");
+            s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+            s.write_all(b"ping").expect("send");
+            let mut reply = String::new();
+            s.read_to_string(&mut reply).expect("read reply");
+            (reply, s.local_addr().expect("local"), s.peer_addr().expect("peer"))
+        })
+        .expect("enter client netns");
+    server.join().expect("server thread");
+    assert_eq!(remote, std::net::SocketAddr::from(frontend));
+    assert_eq!(
+        reply,
+        format!("peer={local}"),
+        "the backend must see the real client address (local backend, no SNAT)"
+    );
+    assert!(counter(&env, Reason::Translated) >= 3, "SYN, ACK, data went through DNAT");
+    assert!(counter(&env, Reason::ReverseTranslated) >= 2);
+}

@@ -190,3 +190,15 @@ impl ServiceMaps {
             .collect()
     }
 }
+
+impl ServiceMaps {
+    /// Every service map entry (for rebuilding the planner after a restart).
+    pub fn dump_services(&self) -> Vec<(Svc4Key, Svc4Value)> {
+        self.services.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Every backend.
+    pub fn dump_backends(&self) -> Vec<(u32, Backend4)> {
+        self.backends.iter().filter_map(Result::ok).collect()
+    }
+}

@@ -30,7 +30,12 @@ fn main() -> Result<()> {
     let root = manifest_dir
         .parent()
         .context("proxy/ has no parent directory")?;
-    for p in ["ebpf/src", "ebpf/Cargo.toml", "ebpf/build.rs", "ebpf/common/src"] {
+    for p in [
+        "ebpf/src",
+        "ebpf/Cargo.toml",
+        "ebpf/build.rs",
+        "ebpf/common/src",
+    ] {
         println!("cargo::rerun-if-changed={}", root.join(p).display());
     }
 

@@ -11,7 +11,10 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 // `atomic_xadd`: the only fetch-and-add the BPF target offers (see lb.rs).
 #![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
-#![cfg_attr(target_arch = "bpf", expect(internal_features, reason = "atomic_xadd for round-robin"))]
+#![cfg_attr(
+    target_arch = "bpf",
+    expect(internal_features, reason = "atomic_xadd for round-robin")
+)]
 
 #[cfg(target_arch = "bpf")]
 mod counters;

@@ -32,5 +32,4 @@ pub static REASONS: PerCpuArray<u64> = PerCpuArray::pinned(REASON_COUNT, 0);
 pub static CONFIG: Array<NodeConfig> = Array::pinned(1, 0);
 
 #[map(name = "SKF_SOCKRN4")]
-pub static SOCK_REVNAT: LruHashMap<SockRevKey, RevNat4> =
-    LruHashMap::pinned(SOCK_REVNAT_MAX, 0);
+pub static SOCK_REVNAT: LruHashMap<SockRevKey, RevNat4> = LruHashMap::pinned(SOCK_REVNAT_MAX, 0);

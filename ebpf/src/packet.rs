@@ -107,7 +107,8 @@ pub fn set_addr(ctx: &TcContext, pkt: &mut Packet, side: Side, new_be: u32) -> R
     .map_err(|_| Reason::HelperFailed)?;
     ctx.l3_csum_replace(IP_CSUM_OFF, old as u64, new_be as u64, 4)
         .map_err(|_| Reason::HelperFailed)?;
-    ctx.store(off, &new_be, 0).map_err(|_| Reason::HelperFailed)?;
+    ctx.store(off, &new_be, 0)
+        .map_err(|_| Reason::HelperFailed)?;
     match side {
         Side::Source => pkt.saddr_be = new_be,
         Side::Destination => pkt.daddr_be = new_be,
@@ -132,7 +133,8 @@ pub fn set_port(ctx: &TcContext, pkt: &mut Packet, side: Side, new_be: u16) -> R
         pkt.l4_csum_flags() | 2,
     )
     .map_err(|_| Reason::HelperFailed)?;
-    ctx.store(off, &new_be, 0).map_err(|_| Reason::HelperFailed)?;
+    ctx.store(off, &new_be, 0)
+        .map_err(|_| Reason::HelperFailed)?;
     match side {
         Side::Source => pkt.sport_be = new_be,
         Side::Destination => pkt.dport_be = new_be,

@@ -6,7 +6,9 @@
 
 use aya_ebpf::helpers::{bpf_get_socket_cookie, bpf_set_retval};
 use aya_ebpf::programs::SockAddrContext;
-use skiff_ebpf_common::{PROTO_TCP, PROTO_UDP, Reason, RevNat4, SCOPE_EXTERNAL, SockRevKey, Svc4Key};
+use skiff_ebpf_common::{
+    PROTO_TCP, PROTO_UDP, Reason, RevNat4, SCOPE_EXTERNAL, SockRevKey, Svc4Key,
+};
 
 use crate::lb;
 use crate::maps::SOCK_REVNAT;
@@ -35,7 +37,8 @@ pub fn forward(ctx: &SockAddrContext) -> Result<SockVerdict, Reason> {
         return Ok(SockVerdict::Pass);
     };
     // SAFETY: as above.
-    let (ip_be, port_be) = unsafe { ((*ctx.sock_addr).user_ip4, (*ctx.sock_addr).user_port as u16) };
+    let (ip_be, port_be) =
+        unsafe { ((*ctx.sock_addr).user_ip4, (*ctx.sock_addr).user_port as u16) };
     let key = Svc4Key::new(ip_be, port_be, proto, SCOPE_EXTERNAL, 0);
     let Some(svc) = lb::lookup_key(&key) else {
         return Ok(SockVerdict::Pass);
@@ -75,7 +78,8 @@ pub fn reverse(ctx: &SockAddrContext) -> Result<SockVerdict, Reason> {
     // SAFETY: valid context; the helper only reads the socket.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr as *mut _) };
     // SAFETY: as above.
-    let (ip_be, port_be) = unsafe { ((*ctx.sock_addr).user_ip4, (*ctx.sock_addr).user_port as u16) };
+    let (ip_be, port_be) =
+        unsafe { ((*ctx.sock_addr).user_ip4, (*ctx.sock_addr).user_port as u16) };
     // SAFETY: value copied out at once.
     let Some(rev) = (unsafe { SOCK_REVNAT.get(&SockRevKey::new(cookie, ip_be, port_be)) }).copied()
     else {

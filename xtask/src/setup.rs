@@ -70,18 +70,15 @@ fn nightly_rust_src() -> Result<String> {
              `rustup toolchain install nightly --profile minimal --component rust-src`"
         );
     };
-    let installed = cmd::probe(Command::new("rustup").args([
-        "+nightly",
-        "component",
-        "list",
-        "--installed",
-    ]))
-    .unwrap_or_default();
+    let installed =
+        cmd::probe(Command::new("rustup").args(["+nightly", "component", "list", "--installed"]))
+            .unwrap_or_default();
     if installed.lines().any(|l| l.starts_with("rust-src")) {
         return Ok(format!("{version}: rust-src already installed"));
     }
-    cmd::run(Command::new("rustup").args(["+nightly", "component", "add", "rust-src"]))
-        .context("could not add rust-src to the nightly toolchain (needed for -Z build-std=core)")?;
+    cmd::run(Command::new("rustup").args(["+nightly", "component", "add", "rust-src"])).context(
+        "could not add rust-src to the nightly toolchain (needed for -Z build-std=core)",
+    )?;
     Ok(format!("{version}: rust-src added"))
 }
 
@@ -141,9 +138,8 @@ fn bpf_linker(force: bool) -> Result<String> {
         .context("LLVM library path has no file name")?;
     for link in [lib.join("libLLVM.so"), lib.join(file_name)] {
         let _ = fs::remove_file(&link);
-        std::os::unix::fs::symlink(&libllvm, &link).with_context(|| {
-            format!("linking {} -> {}", link.display(), libllvm.display())
-        })?;
+        std::os::unix::fs::symlink(&libllvm, &link)
+            .with_context(|| format!("linking {} -> {}", link.display(), libllvm.display()))?;
     }
     eprintln!(
         "    building bpf-linker {BPF_LINKER_VERSION} against {} (about 90 s)",
@@ -239,7 +235,10 @@ fn cgroup2() -> Result<String> {
     // convention puts v2 at unified/. Elsewhere mount our own.
     let target = if Path::new("/sys/fs/cgroup/cpu").exists() {
         "/sys/fs/cgroup/unified"
-    } else if fs::read_dir("/sys/fs/cgroup").map(|mut d| d.next().is_none()).unwrap_or(false) {
+    } else if fs::read_dir("/sys/fs/cgroup")
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(false)
+    {
         "/sys/fs/cgroup"
     } else {
         "/run/skiff/cgroup2"

@@ -42,6 +42,9 @@ struct Phase {
 
 pub fn run(args: &TestArgs) -> Result<()> {
     let all = !(args.unit || args.kernel || args.e2e);
+    if (all || args.kernel || args.e2e) && cmd::is_root() {
+        sweep_leftovers();
+    }
     let filter = args.filter.as_deref();
     let mut phases = Vec::new();
     if all || args.unit {
@@ -54,6 +57,9 @@ pub fn run(args: &TestArgs) -> Result<()> {
         phases.push(phase("e2e", || privileged(filter, Privileged::E2e)));
     }
 
+    if (all || args.kernel || args.e2e) && cmd::is_root() {
+        sweep_leftovers();
+    }
     eprintln!("\n==> summary");
     let mut failed = 0;
     for p in &phases {
@@ -61,7 +67,11 @@ pub fn run(args: &TestArgs) -> Result<()> {
             Ok(()) => eprintln!("    {:<7} ok      {:>6.1} s", p.name, p.took.as_secs_f64()),
             Err(e) => {
                 failed += 1;
-                eprintln!("    {:<7} FAILED  {:>6.1} s  {e:#}", p.name, p.took.as_secs_f64());
+                eprintln!(
+                    "    {:<7} FAILED  {:>6.1} s  {e:#}",
+                    p.name,
+                    p.took.as_secs_f64()
+                );
             }
         }
     }
@@ -70,6 +80,21 @@ pub fn run(args: &TestArgs) -> Result<()> {
         bail!("{failed} test phase(s) failed");
     }
     Ok(())
+}
+
+/// Removes network namespaces left by test processes that were killed
+/// before their guards could drop (their creator PID is gone).
+fn sweep_leftovers() {
+    match skiff_tests::leftovers::sweep() {
+        Ok(s) if !s.removed.is_empty() => {
+            eprintln!(
+                "==> removed leftover namespaces of dead test runs: {:?}",
+                s.removed
+            )
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!("warning: sweeping leftover namespaces: {e}"),
+    }
 }
 
 fn phase(name: &'static str, f: impl FnOnce() -> Result<()>) -> Phase {
@@ -85,8 +110,13 @@ fn phase(name: &'static str, f: impl FnOnce() -> Result<()>) -> Phase {
 
 fn cargo_test() -> Command {
     let mut c = Command::new(env!("CARGO"));
-    c.current_dir(cmd::workspace_root())
-        .args(["test", "--workspace", "--lib", "--bins", "--tests"]);
+    c.current_dir(cmd::workspace_root()).args([
+        "test",
+        "--workspace",
+        "--lib",
+        "--bins",
+        "--tests",
+    ]);
     c
 }
 

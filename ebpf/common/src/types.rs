@@ -31,7 +31,7 @@ pub mod backend_flags {
 /// Key of the service map. `slot == 0` is the service entry; `1..=count`
 /// name backends.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Svc4Key {
     pub vip_be: u32,
     pub port_be: u16,
@@ -100,7 +100,7 @@ impl Svc4Value {
 
 /// A backend: where DNAT sends packets.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Backend4 {
     pub addr_be: u32,
     pub port_be: u16,

@@ -13,10 +13,10 @@ use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{SchedClassifier, TcAttachType, tc};
 use skiff_ebpf_common::NodeConfig;
 
+use super::EbpfError;
 use super::loader::{Loaded, PROG_TC};
 use super::maps::ServiceMaps;
 use super::plan::{Op, Planner};
-use super::EbpfError;
 use crate::dataplane::{Dataplane, DataplaneError, SyncReport};
 use crate::model::DesiredState;
 
@@ -137,7 +137,10 @@ fn link_pin(pin_dir: &Path, iface: &str, dir: &str) -> PathBuf {
 fn attach_tc(loaded: &mut Loaded, iface: &str) -> Result<(), EbpfError> {
     let pin_dir = loaded.pin_dir.clone();
     let prog: &mut SchedClassifier = loaded.tc_program()?;
-    for (kind, dir) in [(TcAttachType::Ingress, "ingress"), (TcAttachType::Egress, "egress")] {
+    for (kind, dir) in [
+        (TcAttachType::Ingress, "ingress"),
+        (TcAttachType::Egress, "egress"),
+    ] {
         let path = link_pin(&pin_dir, iface, dir);
         if PinnedLink::from_pin(&path).is_ok() {
             tracing::info!(iface, dir, "tc link adopted from pin");
@@ -172,11 +175,14 @@ impl Dataplane for EbpfDataplane {
 
     fn sync(&mut self, desired: &DesiredState) -> Result<SyncReport, DataplaneError> {
         let start = Instant::now();
-        let (ops, next) = self.planner.plan(desired).map_err(|e| DataplaneError::Backend {
-            dataplane: "ebpf",
-            context: "planning map updates".into(),
-            source: Box::new(e),
-        })?;
+        let (ops, next) = self
+            .planner
+            .plan(desired)
+            .map_err(|e| DataplaneError::Backend {
+                dataplane: "ebpf",
+                context: "planning map updates".into(),
+                source: Box::new(e),
+            })?;
         let services_changed = ops
             .iter()
             .filter(|o| matches!(o, Op::UpsertService { .. } | Op::RemoveService { .. }))

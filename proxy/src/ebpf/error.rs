@@ -21,7 +21,10 @@ pub enum EbpfError {
         source: std::io::Error,
     },
     #[error("eBPF object has no {kind} named {name}")]
-    Missing { kind: &'static str, name: &'static str },
+    Missing {
+        kind: &'static str,
+        name: &'static str,
+    },
     #[error("program {name}: {source}")]
     Program {
         name: &'static str,

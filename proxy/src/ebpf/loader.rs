@@ -95,12 +95,12 @@ impl Loaded {
                 .map_err(EbpfError::program(name))?;
             if pin {
                 let link = prog.take_link(id).map_err(EbpfError::program(name))?;
-                let fd_link: FdLink = link.try_into().map_err(|e: aya::programs::links::LinkError| {
-                    EbpfError::Link {
-                        name,
-                        detail: e.to_string(),
-                    }
-                })?;
+                let fd_link: FdLink =
+                    link.try_into()
+                        .map_err(|e: aya::programs::links::LinkError| EbpfError::Link {
+                            name,
+                            detail: e.to_string(),
+                        })?;
                 let path = self.pin_dir.join(format!("link_{name}"));
                 let _ = std::fs::remove_file(&path);
                 fd_link.pin(&path).map_err(|e| EbpfError::Link {

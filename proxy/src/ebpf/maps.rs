@@ -51,7 +51,9 @@ fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, EbpfError>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {
-    let map = ebpf.take_map(name).ok_or(EbpfError::Missing { kind: "map", name })?;
+    let map = ebpf
+        .take_map(name)
+        .ok_or(EbpfError::Missing { kind: "map", name })?;
     T::try_from(map).map_err(EbpfError::map(name))
 }
 
@@ -89,8 +91,9 @@ impl ServiceMaps {
         spec: &ServiceSpec,
         previous_count: u16,
     ) -> Result<(), EbpfError> {
-        let count = u16::try_from(spec.backend_ids.len())
-            .map_err(|_| EbpfError::TooManyBackends(format!("{:?}", spec.key), spec.backend_ids.len()))?;
+        let count = u16::try_from(spec.backend_ids.len()).map_err(|_| {
+            EbpfError::TooManyBackends(format!("{:?}", spec.key), spec.backend_ids.len())
+        })?;
         self.revnat
             .insert(u32::from(spec.rev_nat_id), spec.rev_nat, 0)
             .map_err(EbpfError::map(MAP_REVNAT))?;

@@ -97,7 +97,10 @@ fn backend_of(ep: &Endpoint, proto: u8) -> Backend4 {
     )
 }
 
-fn frontends_of(entry: &ServiceEntry, node_ips: &[std::net::Ipv4Addr]) -> Vec<(Svc4Key, WantedFrontend)> {
+fn frontends_of(
+    entry: &ServiceEntry,
+    node_ips: &[std::net::Ipv4Addr],
+) -> Vec<(Svc4Key, WantedFrontend)> {
     let proto = proto_num(entry.protocol);
     let mut base_flags = 0;
     if entry.affinity_timeout_secs.is_some() {
@@ -331,15 +334,32 @@ mod tests {
     /// Applies ops to a simulated map and asserts no step ever exposes an id
     /// that does not resolve: the invariant the kernel relies on.
     fn apply_checked(
-        maps: &mut (BTreeMap<Svc4Key, Svc4Value>, BTreeMap<u32, Backend4>, BTreeSet<u16>),
+        maps: &mut (
+            BTreeMap<Svc4Key, Svc4Value>,
+            BTreeMap<u32, Backend4>,
+            BTreeSet<u16>,
+        ),
         ops: &[Op],
     ) {
-        let check = |m: &(BTreeMap<Svc4Key, Svc4Value>, BTreeMap<u32, Backend4>, BTreeSet<u16>)| {
+        let check = |m: &(
+            BTreeMap<Svc4Key, Svc4Value>,
+            BTreeMap<u32, Backend4>,
+            BTreeSet<u16>,
+        )| {
             for (k, v) in m.0.iter().filter(|(k, _)| k.slot == 0) {
-                assert!(m.2.contains(&v.rev_nat_id), "entry {k:?} names missing rev-NAT");
+                assert!(
+                    m.2.contains(&v.rev_nat_id),
+                    "entry {k:?} names missing rev-NAT"
+                );
                 for slot in 1..=v.count {
-                    let s = m.0.get(&k.with_slot(slot)).unwrap_or_else(|| panic!("dangling slot {slot} of {k:?}"));
-                    assert!(m.1.contains_key(&s.backend_id), "slot names missing backend {}", s.backend_id);
+                    let s =
+                        m.0.get(&k.with_slot(slot))
+                            .unwrap_or_else(|| panic!("dangling slot {slot} of {k:?}"));
+                    assert!(
+                        m.1.contains_key(&s.backend_id),
+                        "slot names missing backend {}",
+                        s.backend_id
+                    );
                 }
             }
         };
@@ -348,14 +368,23 @@ mod tests {
                 Op::UpsertBackend(b) => {
                     maps.1.insert(b.id, b.backend);
                 }
-                Op::UpsertService { spec, previous_count } => {
+                Op::UpsertService {
+                    spec,
+                    previous_count,
+                } => {
                     maps.2.insert(spec.rev_nat_id);
                     for (i, id) in spec.backend_ids.iter().enumerate() {
-                        maps.0.insert(spec.key.with_slot(i as u16 + 1), Svc4Value::slot(*id, spec.rev_nat_id));
+                        maps.0.insert(
+                            spec.key.with_slot(i as u16 + 1),
+                            Svc4Value::slot(*id, spec.rev_nat_id),
+                        );
                         check(maps);
                     }
                     let n = spec.backend_ids.len() as u16;
-                    maps.0.insert(spec.key, Svc4Value::service(n, spec.rev_nat_id, spec.flags, spec.affinity_secs));
+                    maps.0.insert(
+                        spec.key,
+                        Svc4Value::service(n, spec.rev_nat_id, spec.flags, spec.affinity_secs),
+                    );
                     check(maps);
                     for slot in n + 1..=*previous_count {
                         maps.0.remove(&spec.key.with_slot(slot));
@@ -383,11 +412,22 @@ mod tests {
     fn new_service_writes_backends_then_slots_then_entry() {
         let p = Planner::new();
         let (ops, next) = p
-            .plan(&state(vec![svc("a", [10, 96, 0, 1], None, vec![ep(1, true), ep(2, false)])]))
+            .plan(&state(vec![svc(
+                "a",
+                [10, 96, 0, 1],
+                None,
+                vec![ep(1, true), ep(2, false)],
+            )]))
             .unwrap();
         assert!(matches!(ops[0], Op::UpsertBackend(_)));
         assert!(matches!(ops[1], Op::UpsertBackend(_)));
-        assert!(matches!(ops[2], Op::UpsertService { previous_count: 0, .. }));
+        assert!(matches!(
+            ops[2],
+            Op::UpsertService {
+                previous_count: 0,
+                ..
+            }
+        ));
         assert_eq!(ops.len(), 3);
         assert_eq!(next.frontends().len(), 1);
         let mut maps = Default::default();
@@ -396,15 +436,34 @@ mod tests {
 
     #[test]
     fn nodeport_gets_one_frontend_per_node_ip_with_its_own_rev_nat() {
-        let mut d = state(vec![svc("a", [10, 96, 0, 1], Some(30080), vec![ep(1, true)])]);
+        let mut d = state(vec![svc(
+            "a",
+            [10, 96, 0, 1],
+            Some(30080),
+            vec![ep(1, true)],
+        )]);
         d.node_ips.push(Ipv4Addr::new(192, 168, 251, 1));
         let (ops, next) = Planner::new().plan(&d).unwrap();
         assert_eq!(next.frontends().len(), 3);
         let ids: BTreeSet<u16> = next.frontends().values().map(|f| f.rev_nat_id).collect();
-        assert_eq!(ids.len(), 3, "each frontend reverse-NATs to its own address");
-        let np = next.frontends().values().filter(|f| f.flags & svc_flags::NODEPORT != 0).count();
+        assert_eq!(
+            ids.len(),
+            3,
+            "each frontend reverse-NATs to its own address"
+        );
+        let np = next
+            .frontends()
+            .values()
+            .filter(|f| f.flags & svc_flags::NODEPORT != 0)
+            .count();
         assert_eq!(np, 2);
-        assert_eq!(ops.iter().filter(|o| matches!(o, Op::UpsertBackend(_))).count(), 1, "backend shared");
+        assert_eq!(
+            ops.iter()
+                .filter(|o| matches!(o, Op::UpsertBackend(_)))
+                .count(),
+            1,
+            "backend shared"
+        );
     }
 
     #[test]
@@ -422,7 +481,11 @@ mod tests {
         let mut changed = many;
         changed[7].endpoints.push(ep(200, false));
         let (ops, _) = p2.plan(&state(changed)).unwrap();
-        assert_eq!(ops.len(), 2, "one new backend, one service rewrite: {ops:?}");
+        assert_eq!(
+            ops.len(),
+            2,
+            "one new backend, one service rewrite: {ops:?}"
+        );
         apply_checked(&mut maps, &ops);
     }
 
@@ -430,7 +493,9 @@ mod tests {
     fn removal_goes_entry_then_rev_nat_then_backends_and_ids_are_kept_while_used() {
         let a = svc("a", [10, 96, 0, 1], None, vec![ep(1, true), ep(2, true)]);
         let b = svc("b", [10, 96, 0, 2], None, vec![ep(2, true)]);
-        let (ops, p1) = Planner::new().plan(&state(vec![a.clone(), b.clone()])).unwrap();
+        let (ops, p1) = Planner::new()
+            .plan(&state(vec![a.clone(), b.clone()]))
+            .unwrap();
         let mut maps = Default::default();
         apply_checked(&mut maps, &ops);
         let shared_id = p1.backends()[&backend_of(&ep(2, true), PROTO_TCP)];
@@ -441,18 +506,31 @@ mod tests {
         assert!(matches!(ops[1], Op::RemoveRevNat(_)));
         assert_eq!(ops.len(), 3, "{ops:?}");
         assert!(matches!(ops[2], Op::RemoveBackend(_)));
-        assert_eq!(p2.backends()[&backend_of(&ep(2, true), PROTO_TCP)], shared_id);
+        assert_eq!(
+            p2.backends()[&backend_of(&ep(2, true), PROTO_TCP)],
+            shared_id
+        );
     }
 
     #[test]
     fn a_frontend_replacing_another_in_one_plan_never_loses_its_rev_nat() {
         let (ops, p1) = Planner::new()
-            .plan(&state(vec![svc("a", [10, 96, 0, 1], None, vec![ep(1, true)])]))
+            .plan(&state(vec![svc(
+                "a",
+                [10, 96, 0, 1],
+                None,
+                vec![ep(1, true)],
+            )]))
             .unwrap();
         let mut maps = Default::default();
         apply_checked(&mut maps, &ops);
         let (ops, _) = p1
-            .plan(&state(vec![svc("b", [10, 96, 0, 2], None, vec![ep(1, true)])]))
+            .plan(&state(vec![svc(
+                "b",
+                [10, 96, 0, 2],
+                None,
+                vec![ep(1, true)],
+            )]))
             .unwrap();
         apply_checked(&mut maps, &ops);
         assert_eq!(maps.2.len(), 1, "the new frontend's rev-NAT must survive");
@@ -461,12 +539,22 @@ mod tests {
     #[test]
     fn shrinking_keeps_every_step_resolvable() {
         let (ops, p1) = Planner::new()
-            .plan(&state(vec![svc("a", [10, 96, 0, 1], None, (1..=5).map(|i| ep(i, true)).collect())]))
+            .plan(&state(vec![svc(
+                "a",
+                [10, 96, 0, 1],
+                None,
+                (1..=5).map(|i| ep(i, true)).collect(),
+            )]))
             .unwrap();
         let mut maps = Default::default();
         apply_checked(&mut maps, &ops);
         let (ops, _) = p1
-            .plan(&state(vec![svc("a", [10, 96, 0, 1], None, vec![ep(5, true)])]))
+            .plan(&state(vec![svc(
+                "a",
+                [10, 96, 0, 1],
+                None,
+                vec![ep(5, true)],
+            )]))
             .unwrap();
         apply_checked(&mut maps, &ops);
         assert_eq!(maps.0.len(), 2, "entry + one slot remain");
@@ -476,7 +564,12 @@ mod tests {
     #[test]
     fn a_planner_rebuilt_from_maps_plans_nothing_for_the_same_state() {
         let d = state(vec![
-            svc("a", [10, 96, 0, 1], Some(30001), vec![ep(1, true), ep(2, false)]),
+            svc(
+                "a",
+                [10, 96, 0, 1],
+                Some(30001),
+                vec![ep(1, true), ep(2, false)],
+            ),
             svc("b", [10, 96, 0, 2], None, vec![]),
         ]);
         let (ops, p1) = Planner::new().plan(&d).unwrap();
@@ -485,7 +578,10 @@ mod tests {
         let rebuilt = Planner::from_maps(maps.0.clone(), maps.1.clone());
         assert_eq!(rebuilt.frontends(), p1.frontends());
         let (ops, _) = rebuilt.plan(&d).unwrap();
-        assert!(ops.is_empty(), "restart must not rewrite adopted state: {ops:?}");
+        assert!(
+            ops.is_empty(),
+            "restart must not rewrite adopted state: {ops:?}"
+        );
     }
 
     #[test]
@@ -496,10 +592,25 @@ mod tests {
         let mut s = svc("a", [10, 96, 0, 1], Some(30002), vec![term.clone()]);
         s.external_local = true;
         let (_, p) = Planner::new().plan(&state(vec![s])).unwrap();
-        let cluster = p.frontends().values().find(|f| f.flags & svc_flags::NODEPORT == 0).unwrap();
-        assert_eq!(cluster.backend_ids.len(), 1, "serving-terminating used when none ready");
-        let np = p.frontends().values().find(|f| f.flags & svc_flags::NODEPORT != 0).unwrap();
-        assert!(np.backend_ids.is_empty(), "Local policy: no local endpoint, so refuse");
+        let cluster = p
+            .frontends()
+            .values()
+            .find(|f| f.flags & svc_flags::NODEPORT == 0)
+            .unwrap();
+        assert_eq!(
+            cluster.backend_ids.len(),
+            1,
+            "serving-terminating used when none ready"
+        );
+        let np = p
+            .frontends()
+            .values()
+            .find(|f| f.flags & svc_flags::NODEPORT != 0)
+            .unwrap();
+        assert!(
+            np.backend_ids.is_empty(),
+            "Local policy: no local endpoint, so refuse"
+        );
         assert!(np.flags & svc_flags::EXT_LOCAL != 0);
     }
 }

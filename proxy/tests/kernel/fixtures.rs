@@ -83,4 +83,3 @@ pub fn counter(env: &KernelEnv, reason: Reason) -> u64 {
 pub fn pod(last: u8, port: u16) -> SocketAddrV4 {
     SocketAddrV4::new(Ipv4Addr::new(10, 244, 1, last), port)
 }
-

@@ -50,7 +50,9 @@ impl KernelEnv {
         let _ = std::fs::remove_dir_all(&dir);
         let pin_dir = PinDir(dir.clone());
         let mut loaded = Loaded::load(&dir).expect("loading the eBPF object (is bpffs mounted?)");
-        loaded.tc_program().expect("loading skiff_tc into the kernel");
+        loaded
+            .tc_program()
+            .expect("loading skiff_tc into the kernel");
         let maps = ServiceMaps::take(&mut loaded.ebpf).expect("taking the dataplane maps");
         Self {
             maps,

@@ -43,8 +43,11 @@ impl CgroupGuard {
         let _ = std::fs::remove_dir(&path);
         std::fs::create_dir(&path).expect("creating test cgroup");
         let guard = Self { path, original };
-        std::fs::write(guard.path.join("cgroup.procs"), std::process::id().to_string())
-            .expect("joining test cgroup");
+        std::fs::write(
+            guard.path.join("cgroup.procs"),
+            std::process::id().to_string(),
+        )
+        .expect("joining test cgroup");
         guard
     }
 
@@ -67,7 +70,11 @@ impl Drop for CgroupGuard {
 
 /// Backends on the namespace's loopback, each answering one line with its
 /// own address for exactly `conns` connections.
-fn tcp_backends(env: &KernelEnv, addrs: &[SocketAddrV4], conns: usize) -> Vec<std::thread::JoinHandle<()>> {
+fn tcp_backends(
+    env: &KernelEnv,
+    addrs: &[SocketAddrV4],
+    conns: usize,
+) -> Vec<std::thread::JoinHandle<()>> {
     addrs
         .iter()
         .map(|addr| {
@@ -119,7 +126,8 @@ fn socket_lb_clusterip_round_robin_is_exact_and_peer_is_the_service() {
                 .map(|_| {
                     let mut s = TcpStream::connect_timeout(&vip.into(), Duration::from_secs(3))
                         .expect("connect to ClusterIP");
-                    s.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+                    s.set_read_timeout(Some(Duration::from_secs(3)))
+                        .expect("timeout");
                     let mut who = String::new();
                     s.read_to_string(&mut who).expect("read");
                     (who, s.peer_addr().expect("peer"))
@@ -131,15 +139,23 @@ fn socket_lb_clusterip_round_robin_is_exact_and_peer_is_the_service() {
         s.join().expect("backend thread");
     }
     for a in &addrs {
-        let n = answers.iter().filter(|(who, _)| *who == a.to_string()).count();
+        let n = answers
+            .iter()
+            .filter(|(who, _)| *who == a.to_string())
+            .count();
         assert_eq!(n, 10, "backend {a} must get exactly 10 of 30: {answers:?}");
     }
     assert!(
-        answers.iter().all(|(_, peer)| *peer == SocketAddr::from(vip)),
+        answers
+            .iter()
+            .all(|(_, peer)| *peer == SocketAddr::from(vip)),
         "getpeername must show the ClusterIP"
     );
     assert_eq!(counter(&env, Reason::SockTranslated), 30);
-    assert!(env.maps.conntrack_entries().is_empty(), "socket-LB needs no conntrack");
+    assert!(
+        env.maps.conntrack_entries().is_empty(),
+        "socket-LB needs no conntrack"
+    );
 }
 
 #[test]
@@ -200,7 +216,8 @@ fn socket_lb_unconnected_udp_replies_come_from_the_service() {
         .netns
         .run_in(|| {
             let c = UdpSocket::bind("0.0.0.0:0").expect("client bind");
-            c.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+            c.set_read_timeout(Some(Duration::from_secs(3)))
+                .expect("timeout");
             c.send_to(b"query", vip).expect("sendto ClusterIP");
             let mut buf = [0u8; 64];
             let (n, from) = c.recv_from(&mut buf).expect("recv reply");
@@ -209,5 +226,9 @@ fn socket_lb_unconnected_udp_replies_come_from_the_service() {
         .expect("setns");
     echo.join().expect("echo thread");
     assert_eq!(reply, b"query");
-    assert_eq!(from, SocketAddr::from(vip), "recvmsg must show the ClusterIP");
+    assert_eq!(
+        from,
+        SocketAddr::from(vip),
+        "recvmsg must show the ClusterIP"
+    );
 }

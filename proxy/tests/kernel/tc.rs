@@ -276,17 +276,19 @@ fn removing_a_backend_drops_its_flows_and_new_flows_avoid_it() {
         .expect("shrinking service");
     assert!(env.maps.service_entry(key.with_slot(2)).is_none());
     let dropped = env.maps.remove_backend(1).expect("removing backend");
-    assert_eq!(dropped, 2, "the flow to backend 1 had two conntrack entries");
+    assert_eq!(
+        dropped, 2,
+        "the flow to backend 1 had two conntrack entries"
+    );
     for port in 43000..43004 {
         let out = parse_checked(
-            &env
-                .run_tc(&tcp(
-                    SocketAddrV4::new(*CLIENT.ip(), port),
-                    frontend,
-                    Flags::Syn,
-                    b"",
-                ))
-                .packet,
+            &env.run_tc(&tcp(
+                SocketAddrV4::new(*CLIENT.ip(), port),
+                frontend,
+                Flags::Syn,
+                b"",
+            ))
+            .packet,
         );
         assert_eq!(out.dst, pod(32, 80));
     }
@@ -392,11 +394,16 @@ fn tc_attached_nodeport_carries_a_real_tcp_connection() {
         .run_in(|| {
             let mut s = TcpStream::connect_timeout(&frontend.into(), Duration::from_secs(5))
                 .expect("connect to NodePort");
-            s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+            s.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
             s.write_all(b"ping").expect("send");
             let mut reply = String::new();
             s.read_to_string(&mut reply).expect("read reply");
-            (reply, s.local_addr().expect("local"), s.peer_addr().expect("peer"))
+            (
+                reply,
+                s.local_addr().expect("local"),
+                s.peer_addr().expect("peer"),
+            )
         })
         .expect("enter client netns");
     server.join().expect("server thread");
@@ -406,6 +413,9 @@ fn tc_attached_nodeport_carries_a_real_tcp_connection() {
         format!("peer={local}"),
         "the backend must see the real client address (local backend, no SNAT)"
     );
-    assert!(counter(&env, Reason::Translated) >= 3, "SYN, ACK, data went through DNAT");
+    assert!(
+        counter(&env, Reason::Translated) >= 3,
+        "SYN, ACK, data went through DNAT"
+    );
     assert!(counter(&env, Reason::ReverseTranslated) >= 2);
 }

@@ -1,0 +1,195 @@
+//! The proxy loop: list+watch Services and EndpointSlices through the
+//! Kubernetes API (kube-runtime reflectors, the same client that works
+//! against a real Kubernetes API server), turn them into a
+//! [`DesiredState`], and hand the newest state to the dataplane.
+//!
+//! The dataplane runs on its own OS thread (its syncs are blocking
+//! syscalls); the async side only ever sends the latest state through a
+//! `watch` channel, so bursts of API events collapse into one sync.
+//! Nothing is synced before both initial lists arrived: an empty first sync
+//! would wipe the state a restarted eBPF dataplane just adopted.
+
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use futures::StreamExt;
+use ipnetwork::Ipv4Network;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use tokio::sync::watch;
+
+use crate::dataplane::Dataplane;
+use crate::model::DesiredState;
+
+/// Plain-data configuration of the proxy loop.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    pub node_name: String,
+    pub node_ips: Vec<Ipv4Addr>,
+    pub cluster_cidr: Option<Ipv4Network>,
+    /// Even without API changes the dataplane is synced this often, so
+    /// drift (someone flushed our rules) is repaired.
+    pub resync_period: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("the dataplane thread stopped unexpectedly")]
+    DataplaneThread,
+    #[error("watching {what} failed before the initial list arrived: {source}")]
+    InitialList {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Runs until `shutdown` resolves. Dataplane errors are logged and retried
+/// on the next change or resync; they do not stop the loop.
+pub async fn run(
+    client: Client,
+    dataplane: Box<dyn Dataplane>,
+    config: ProxyConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ProxyError> {
+    let (svc_store, svc_writer) = reflector::store::<Service>();
+    let (eps_store, eps_writer) = reflector::store::<EndpointSlice>();
+    let (changed_tx, mut changed_rx) = watch::channel(());
+
+    let svc_events = reflector::reflector(
+        svc_writer,
+        watcher(
+            Api::<Service>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+    let eps_events = reflector::reflector(
+        eps_writer,
+        watcher(
+            Api::<EndpointSlice>::all(client),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+
+    let notify = changed_tx.clone();
+    let watchers = tokio::spawn(async move {
+        let mut merged = futures::stream::select(
+            svc_events.map(|r| r.map(drop)).boxed(),
+            eps_events.map(|r| r.map(drop)).boxed(),
+        );
+        while let Some(ev) = merged.next().await {
+            match ev {
+                Ok(()) => {
+                    let _ = notify.send(());
+                }
+                Err(e) => tracing::warn!(error = %e, "watch error; retrying with backoff"),
+            }
+        }
+    });
+
+    svc_store
+        .wait_until_ready()
+        .await
+        .map_err(|e| ProxyError::InitialList {
+            what: "services",
+            source: Box::new(e),
+        })?;
+    eps_store
+        .wait_until_ready()
+        .await
+        .map_err(|e| ProxyError::InitialList {
+            what: "endpointslices",
+            source: Box::new(e),
+        })?;
+    tracing::info!(
+        services = svc_store.len(),
+        endpointslices = eps_store.len(),
+        "initial lists received"
+    );
+
+    let (state_tx, state_rx) = watch::channel(desired(&config, &svc_store, &eps_store));
+    let worker = std::thread::Builder::new()
+        .name("skiff-dataplane".into())
+        .spawn(move || dataplane_thread(dataplane, state_rx))
+        .map_err(|_| ProxyError::DataplaneThread)?;
+
+    let mut resync = tokio::time::interval(config.resync_period);
+    resync.tick().await;
+    tokio::pin!(shutdown);
+    let result = loop {
+        tokio::select! {
+            _ = &mut shutdown => break Ok(()),
+            changed = changed_rx.changed() => {
+                if changed.is_err() {
+                    break Ok(());
+                }
+                if state_tx.send(desired(&config, &svc_store, &eps_store)).is_err() {
+                    break Err(ProxyError::DataplaneThread);
+                }
+            }
+            _ = resync.tick() => {
+                // Same state again: the dataplane re-applies if it drifted.
+                state_tx.send_modify(|_| {});
+            }
+        }
+    };
+    watchers.abort();
+    drop(state_tx);
+    if worker.join().is_err() {
+        return Err(ProxyError::DataplaneThread);
+    }
+    result
+}
+
+fn desired(
+    config: &ProxyConfig,
+    svcs: &Store<Service>,
+    slices: &Store<EndpointSlice>,
+) -> DesiredState {
+    let services: Vec<Service> = svcs.state().iter().map(|s| (**s).clone()).collect();
+    let slices: Vec<EndpointSlice> = slices.state().iter().map(|s| (**s).clone()).collect();
+    let mut d = DesiredState::from_k8s(
+        &config.node_name,
+        config.node_ips.clone(),
+        &services,
+        &slices,
+    );
+    d.cluster_cidr = config.cluster_cidr;
+    d
+}
+
+fn dataplane_thread(mut dataplane: Box<dyn Dataplane>, mut rx: watch::Receiver<DesiredState>) {
+    let span = tracing::info_span!("dataplane", name = dataplane.name());
+    let _enter = span.enter();
+    loop {
+        let state = rx.borrow_and_update().clone();
+        match dataplane.sync(&state) {
+            Ok(report) if report.services_changed > 0 || report.objects_removed > 0 => {
+                tracing::info!(
+                    services_changed = report.services_changed,
+                    written = report.objects_written,
+                    removed = report.objects_removed,
+                    flows_flushed = report.flows_flushed,
+                    micros = report.duration.as_micros() as u64,
+                    "synced"
+                );
+            }
+            Ok(report) => {
+                tracing::debug!(micros = report.duration.as_micros() as u64, "in sync");
+            }
+            Err(e) => tracing::error!(error = %e, "dataplane sync failed; will retry"),
+        }
+        // Blocks until a newer state is sent; ends when the sender is gone.
+        if futures::executor::block_on(rx.changed()).is_err() {
+            break;
+        }
+    }
+}

@@ -8,8 +8,9 @@
 //!   they run one at a time.
 //! - e2e: `#[ignore]`d tests named `e2e_*` (the multi-node suite in tests/).
 //!
-//! Kernel and e2e phases build with `SKIFF_EBPF=require`, so a missing
-//! bpf-linker is an error rather than a silently eBPF-less binary.
+//! With bpf-linker installed every phase builds with `SKIFF_EBPF=require`
+//! (one build for all phases); kernel and e2e phases refuse to run without
+//! it rather than test a silently eBPF-less binary.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -137,9 +138,11 @@ fn privileged(filter: Option<&str>, which: Privileged) -> Result<()> {
     if !cmd::is_root() {
         bail!("kernel and e2e tests need root (netns, eBPF, iptables); run as root");
     }
+    if !cmd::on_path("bpf-linker") {
+        bail!("bpf-linker is not installed: run `cargo xtask setup` first");
+    }
     let mut c = cargo_test();
-    c.env("SKIFF_EBPF", "require")
-        .args(["--", "--ignored", "--test-threads=1"]);
+    c.args(["--", "--ignored", "--test-threads=1"]);
     match which {
         Privileged::Kernel => {
             c.args(["--skip", "e2e_"]);

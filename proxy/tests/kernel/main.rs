@@ -7,5 +7,6 @@
 mod fixtures;
 mod harness;
 mod packets;
+mod restart;
 mod socket_lb;
 mod tc;

@@ -2,8 +2,12 @@
 //! in its crate; this file only parses arguments and dispatches.
 
 mod client;
+mod dns_cmd;
+mod echo_cmd;
+mod kubectl_cmd;
 mod logging;
 mod proxy_cmd;
+mod server_cmd;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -27,14 +31,34 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the API server (embedded durable store) with the scheduler and
+    /// controllers.
+    Server(server_cmd::ServerArgs),
+    /// Create or update objects from manifests (files, dirs, or - for stdin).
+    Apply(kubectl_cmd::ApplyArgs),
+    /// List or show objects as a table, YAML, JSON or names.
+    Get(kubectl_cmd::GetArgs),
+    /// Delete objects by kind and name, selector, or manifest.
+    Delete(kubectl_cmd::DeleteArgs),
     /// Run the service proxy standalone against an API server.
     Proxy(proxy_cmd::ProxyArgs),
+    /// Run the cluster DNS server standalone against an API server.
+    Dns(dns_cmd::DnsArgs),
+    /// A tiny TCP/UDP/HTTP backend that answers with its name and the
+    /// client's address (used by the examples and tests).
+    EchoServer(echo_cmd::EchoArgs),
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     logging::init(&cli.log)?;
     match cli.command {
+        Command::Server(args) => server_cmd::run(args),
+        Command::Apply(args) => kubectl_cmd::apply(args),
+        Command::Get(args) => kubectl_cmd::get(args),
+        Command::Delete(args) => kubectl_cmd::delete(args),
         Command::Proxy(args) => proxy_cmd::run(args),
+        Command::Dns(args) => dns_cmd::run(args),
+        Command::EchoServer(args) => echo_cmd::run(args),
     }
 }

@@ -6,7 +6,7 @@
 //! guard (skiff-tests) deletes the namespace; the pin directory is removed
 //! here, which unpins the maps so the kernel frees them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use aya::programs::{TestRun, TestRunOptions};
 use skiff_proxy::ebpf::{Loaded, ServiceMaps};
@@ -81,6 +81,63 @@ impl KernelEnv {
         Run {
             verdict: result.return_value as i32,
             packet: out,
+        }
+    }
+}
+
+/// A cgroup v2 directory this test process sits in while it lives; on drop
+/// the process moves back to where it was and the directory is removed.
+pub struct CgroupGuard {
+    path: PathBuf,
+    original: PathBuf,
+}
+
+fn cgroup2_root() -> PathBuf {
+    let mounts = std::fs::read_to_string("/proc/mounts").expect("reading /proc/mounts");
+    mounts
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+        })
+        .expect("no cgroup2 mount: run `cargo xtask setup`")
+}
+
+impl CgroupGuard {
+    pub fn enter(name: &str) -> Self {
+        let root = cgroup2_root();
+        let own = std::fs::read_to_string("/proc/self/cgroup").expect("reading /proc/self/cgroup");
+        let rel = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .expect("process has no cgroup v2 membership")
+            .trim_start_matches('/');
+        let original = root.join(rel);
+        let path = root.join(format!("skiff-kt-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir(&path);
+        std::fs::create_dir(&path).expect("creating test cgroup");
+        let guard = Self { path, original };
+        std::fs::write(
+            guard.path.join("cgroup.procs"),
+            std::process::id().to_string(),
+        )
+        .expect("joining test cgroup");
+        guard
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        let pid = std::process::id().to_string();
+        if let Err(e) = std::fs::write(self.original.join("cgroup.procs"), &pid) {
+            eprintln!("warning: leaving test cgroup: {e}");
+        }
+        if let Err(e) = std::fs::remove_dir(&self.path) {
+            eprintln!("warning: removing {}: {e}", self.path.display());
         }
     }
 }

@@ -9,4 +9,5 @@ mod harness;
 mod packets;
 mod restart;
 mod socket_lb;
+mod sync_loop;
 mod tc;

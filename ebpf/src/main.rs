@@ -27,6 +27,8 @@ mod nat;
 #[cfg(target_arch = "bpf")]
 mod packet;
 #[cfg(target_arch = "bpf")]
+mod reject;
+#[cfg(target_arch = "bpf")]
 mod sock;
 
 #[cfg(target_arch = "bpf")]
@@ -111,16 +113,17 @@ mod programs {
                 count(Reason::ReverseTranslated);
                 TC_ACT_OK as i32
             }
+            Ok(Verdict::Refused(pkt)) => {
+                count(Reason::NoBackend);
+                // TCP gets a RST back; anything else (or a RST we could not
+                // build) is dropped.
+                crate::reject::tcp_reset(&ctx, &pkt).unwrap_or(TC_ACT_SHOT as i32)
+            }
             Err(reason) => {
+                // A packet we could not parse or rewrite is left to the
+                // stack rather than silently dropped; the counter says why.
                 count(reason);
-                // Only a service with no usable backend is refused; a packet
-                // we could not parse or rewrite is left to the stack rather
-                // than silently dropped.
-                if reason == Reason::NoBackend {
-                    TC_ACT_SHOT as i32
-                } else {
-                    TC_ACT_OK as i32
-                }
+                TC_ACT_OK as i32
             }
         }
     }

@@ -26,6 +26,8 @@ pub enum Verdict {
     Translated,
     /// A reply, reverse-NAT'd.
     ReverseTranslated,
+    /// Addressed to a service without usable backends: to be refused.
+    Refused(Packet),
 }
 
 #[inline(always)]
@@ -75,7 +77,11 @@ pub fn handle(ctx: &TcContext) -> Result<Verdict, Reason> {
     let Some((key, svc)) = lb::lookup_service(&pkt) else {
         return Ok(Verdict::Pass);
     };
-    let choice = lb::select(key, svc)?;
+    let choice = match lb::select(key, svc) {
+        Ok(c) => c,
+        Err(Reason::NoBackend) => return Ok(Verdict::Refused(pkt)),
+        Err(e) => return Err(e),
+    };
     let snat = choice.service.flags & svc_flags::NODEPORT != 0
         && choice.service.flags & svc_flags::EXT_LOCAL == 0
         && choice.backend.flags & backend_flags::LOCAL == 0;

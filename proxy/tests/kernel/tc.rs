@@ -172,14 +172,54 @@ fn tc_round_robin_cycles_backends_exactly() {
 
 #[test]
 #[ignore = "needs root: run by cargo xtask test --kernel"]
-fn tc_service_without_backends_is_refused_and_counted() {
+fn tc_service_without_backends_is_refused_with_a_rst_and_counted() {
     let mut env = KernelEnv::new("nobe");
     let frontend = SocketAddrV4::new(NODE, NODEPORT);
     install(&mut env, frontend, PROTO_TCP, svc_flags::NODEPORT, 2, &[]);
-    let run = env.run_tc(&tcp(CLIENT, frontend, Flags::Syn, b""));
-    assert_eq!(run.verdict, TC_ACT_SHOT);
+    let syn = tcp(CLIENT, frontend, Flags::Syn, b"");
+    let run = env.run_tc(&syn);
+    assert_eq!(
+        run.verdict, TC_ACT_REDIRECT,
+        "the RST goes back out the ingress interface"
+    );
+    let seen = parse_checked(&run.packet);
+    assert_eq!(
+        (seen.src, seen.dst),
+        (frontend, CLIENT),
+        "addresses and ports swapped"
+    );
+    let rst = rst_fields(&run.packet);
+    assert_eq!(
+        rst,
+        (true, true, 0, 1001),
+        "RST|ACK, seq 0, ack = SYN seq + 1"
+    );
+    assert_eq!(
+        &run.packet[..6],
+        &syn[6..12],
+        "sent back to the sender's MAC"
+    );
     assert_eq!(counter(&env, Reason::NoBackend), 1);
     assert!(env.maps.conntrack_entries().is_empty());
+
+    // UDP has no RST: dropped (socket-LB refuses it in pods with ECONNREFUSED).
+    install(&mut env, frontend, PROTO_UDP, svc_flags::NODEPORT, 3, &[]);
+    let run = env.run_tc(&udp(CLIENT, frontend, b"x"));
+    assert_eq!(run.verdict, TC_ACT_SHOT);
+}
+
+/// (rst, ack flag, sequence, acknowledgment) of a TCP frame.
+fn rst_fields(frame: &[u8]) -> (bool, bool, u32, u32) {
+    let p = etherparse::SlicedPacket::from_ethernet(frame).expect("parses");
+    let Some(etherparse::TransportSlice::Tcp(t)) = p.transport else {
+        panic!("not TCP")
+    };
+    (
+        t.rst(),
+        t.ack(),
+        t.sequence_number(),
+        t.acknowledgment_number(),
+    )
 }
 
 #[test]
@@ -418,4 +458,52 @@ fn tc_attached_nodeport_carries_a_real_tcp_connection() {
         "SYN, ACK, data went through DNAT"
     );
     assert!(counter(&env, Reason::ReverseTranslated) >= 2);
+}
+
+/// A NodePort without endpoints, attached for real: the client's connect()
+/// fails at once with "connection refused" (the RST), not after SYN
+/// retransmission timeouts.
+#[test]
+#[ignore = "needs root: run by cargo xtask test --kernel"]
+fn tc_attached_nodeport_without_backends_refuses_at_once() {
+    use std::io::ErrorKind;
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    use aya::programs::{TcAttachType, tc};
+    use skiff_tests::netns::{Netns, link_veth};
+
+    let mut env = KernelEnv::new("attrst");
+    let client_ns = Netns::new("ktr").expect("client netns");
+    link_veth(&env.netns, "eth0", &client_ns, "eth0").expect("veth");
+    env.netns
+        .add_addr("eth0", "192.0.2.10/24".parse().expect("cidr"))
+        .expect("node addr");
+    client_ns
+        .add_addr("eth0", "192.0.2.7/24".parse().expect("cidr"))
+        .expect("client addr");
+    let frontend = SocketAddrV4::new(NODE, NODEPORT);
+    install(&mut env, frontend, PROTO_TCP, svc_flags::NODEPORT, 12, &[]);
+    // Something listens on the NodePort: without the RST it would answer.
+    let decoy = env
+        .netns
+        .run_in(|| std::net::TcpListener::bind(frontend))
+        .expect("setns")
+        .expect("bind decoy");
+    let netns = &env.netns;
+    let prog = env.loaded.tc_program().expect("tc program");
+    netns
+        .run_in(|| {
+            let _ = tc::qdisc_add_clsact("eth0");
+            prog.attach("eth0", TcAttachType::Ingress)
+                .expect("attach ingress");
+        })
+        .expect("setns");
+    let err = client_ns
+        .run_in(|| TcpStream::connect_timeout(&frontend.into(), Duration::from_secs(5)))
+        .expect("setns")
+        .expect_err("connect must be refused");
+    // A black hole would end in TimedOut; the decoy would have accepted.
+    assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
+    drop(decoy);
 }

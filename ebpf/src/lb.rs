@@ -2,9 +2,12 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-use skiff_ebpf_common::{Backend4, Reason, SCOPE_EXTERNAL, Svc4Key, Svc4Value};
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use skiff_ebpf_common::{
+    AffinityKey, AffinityValue, Backend4, Reason, SCOPE_EXTERNAL, Svc4Key, Svc4Value, svc_flags,
+};
 
-use crate::maps::{BACKENDS, RR, SERVICES};
+use crate::maps::{AFFINITY, BACKENDS, RR, SERVICES};
 use crate::packet::Packet;
 
 /// A chosen backend and the service entry it was chosen for.
@@ -29,13 +32,56 @@ pub fn lookup_key(key: &Svc4Key) -> Option<Svc4Value> {
     unsafe { SERVICES.get(key) }.copied()
 }
 
-/// Picks the next backend round-robin. The per-service cursor is advanced
-/// with one atomic fetch-add, so concurrent CPUs never pick the same turn.
+/// Who is asking, for `sessionAffinity: ClientIP`.
+#[derive(Clone, Copy)]
+pub enum Client {
+    /// Packet path: the source address.
+    Addr(u32),
+    /// Socket path: the network-namespace cookie (one per pod).
+    Netns(u64),
+}
+
+/// Picks a backend: the client's affine one while it is fresh (services
+/// with `sessionAffinity: ClientIP`), otherwise the next round-robin turn.
 #[inline(always)]
-pub fn select(key: Svc4Key, svc: Svc4Value) -> Result<Choice, Reason> {
+pub fn select(key: Svc4Key, svc: Svc4Value, client: Client) -> Result<Choice, Reason> {
     if svc.count == 0 {
         return Err(Reason::NoBackend);
     }
+    if svc.flags & svc_flags::AFFINITY == 0 {
+        return round_robin(key, svc);
+    }
+    let akey = match client {
+        Client::Addr(a) => AffinityKey::new(u64::from(a), svc.rev_nat_id, 0),
+        Client::Netns(c) => AffinityKey::new(c, svc.rev_nat_id, 1),
+    };
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // Slot 0's backend_id field holds the affinity timeout in seconds.
+    let timeout_ns = u64::from(svc.backend_id) * 1_000_000_000;
+    // SAFETY: value copied out at once.
+    if let Some(prev) = unsafe { AFFINITY.get(&akey) }.copied() {
+        if now.wrapping_sub(prev.last_used_ns) < timeout_ns {
+            // SAFETY: value copied out at once.
+            if let Some(backend) = unsafe { BACKENDS.get(&prev.backend_id) }.copied() {
+                let _ = AFFINITY.insert(&akey, &AffinityValue::new(prev.backend_id, now), 0);
+                return Ok(Choice {
+                    backend_id: prev.backend_id,
+                    backend,
+                    service: svc,
+                });
+            }
+        }
+    }
+    let choice = round_robin(key, svc)?;
+    let _ = AFFINITY.insert(&akey, &AffinityValue::new(choice.backend_id, now), 0);
+    Ok(choice)
+}
+
+/// The next backend round-robin. The per-service cursor is advanced with
+/// one atomic fetch-add, so concurrent CPUs never pick the same turn.
+#[inline(always)]
+fn round_robin(key: Svc4Key, svc: Svc4Value) -> Result<Choice, Reason> {
     let cursor = RR
         .get_ptr_mut(svc.rev_nat_id as u32)
         .ok_or(Reason::DanglingId)?;

@@ -5,8 +5,9 @@
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray};
 use skiff_ebpf_common::{
-    BACKENDS_MAX, Backend4, CONNTRACK_MAX, CtEntry4, CtKey4, NodeConfig, REASON_COUNT, REVNAT_MAX,
-    RevNat4, SERVICES_MAX, SOCK_REVNAT_MAX, SockRevKey, Svc4Key, Svc4Value,
+    AFFINITY_MAX, AffinityKey, AffinityValue, BACKENDS_MAX, Backend4, CONNTRACK_MAX, CtEntry4,
+    CtKey4, NodeConfig, REASON_COUNT, REVNAT_MAX, RevNat4, SERVICES_MAX, SOCK_REVNAT_MAX,
+    SockRevKey, Svc4Key, Svc4Value,
 };
 
 #[map(name = "SKF_SVC4")]
@@ -33,3 +34,6 @@ pub static CONFIG: Array<NodeConfig> = Array::pinned(1, 0);
 
 #[map(name = "SKF_SOCKRN4")]
 pub static SOCK_REVNAT: LruHashMap<SockRevKey, RevNat4> = LruHashMap::pinned(SOCK_REVNAT_MAX, 0);
+
+#[map(name = "SKF_AFFINITY4")]
+pub static AFFINITY: LruHashMap<AffinityKey, AffinityValue> = LruHashMap::pinned(AFFINITY_MAX, 0);

@@ -77,7 +77,7 @@ pub fn handle(ctx: &TcContext) -> Result<Verdict, Reason> {
     let Some((key, svc)) = lb::lookup_service(&pkt) else {
         return Ok(Verdict::Pass);
     };
-    let choice = match lb::select(key, svc) {
+    let choice = match lb::select(key, svc, lb::Client::Addr(pkt.saddr_be)) {
         Ok(c) => c,
         Err(Reason::NoBackend) => return Ok(Verdict::Refused(pkt)),
         Err(e) => return Err(e),

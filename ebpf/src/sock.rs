@@ -4,7 +4,7 @@
 //! getpeername() and recvmsg() translate back so applications keep seeing
 //! the service address.
 
-use aya_ebpf::helpers::{bpf_get_socket_cookie, bpf_set_retval};
+use aya_ebpf::helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_set_retval};
 use aya_ebpf::programs::SockAddrContext;
 use skiff_ebpf_common::{
     PROTO_TCP, PROTO_UDP, Reason, RevNat4, SCOPE_EXTERNAL, SockRevKey, Svc4Key,
@@ -43,7 +43,9 @@ pub fn forward(ctx: &SockAddrContext) -> Result<SockVerdict, Reason> {
     let Some(svc) = lb::lookup_key(&key) else {
         return Ok(SockVerdict::Pass);
     };
-    let choice = match lb::select(key, svc) {
+    // SAFETY: valid context; the helper only reads it.
+    let netns = unsafe { bpf_get_netns_cookie(ctx.sock_addr as *mut _) };
+    let choice = match lb::select(key, svc, lb::Client::Netns(netns)) {
         Ok(c) => c,
         Err(Reason::NoBackend) => {
             // Make connect()/sendmsg() fail with ECONNREFUSED rather than

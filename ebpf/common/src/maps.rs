@@ -15,6 +15,8 @@ pub const MAP_CONNTRACK: &str = "SKF_CT4";
 pub const MAP_REASONS: &str = "SKF_REASONS";
 /// Socket-LB reverse translation LRU: [`crate::SockRevKey`] → [`crate::RevNat4`].
 pub const MAP_SOCK_REVNAT: &str = "SKF_SOCKRN4";
+/// Session affinity LRU: [`crate::AffinityKey`] → [`crate::AffinityValue`].
+pub const MAP_AFFINITY: &str = "SKF_AFFINITY4";
 /// Node configuration: array of one [`crate::NodeConfig`].
 pub const MAP_CONFIG: &str = "SKF_CONFIG";
 
@@ -24,6 +26,7 @@ pub const BACKENDS_MAX: u32 = 65_536 * 4;
 pub const REVNAT_MAX: u32 = 65_536;
 pub const CONNTRACK_MAX: u32 = 262_144;
 pub const SOCK_REVNAT_MAX: u32 = 262_144;
+pub const AFFINITY_MAX: u32 = 65_536;
 
 // Map names become kernel object names: at most 15 bytes plus NUL.
 const _: () = assert!(MAP_SERVICES.len() <= 15);
@@ -34,3 +37,4 @@ const _: () = assert!(MAP_CONNTRACK.len() <= 15);
 const _: () = assert!(MAP_REASONS.len() <= 15);
 const _: () = assert!(MAP_CONFIG.len() <= 15);
 const _: () = assert!(MAP_SOCK_REVNAT.len() <= 15);
+const _: () = assert!(MAP_AFFINITY.len() <= 15);

@@ -275,6 +275,51 @@ impl SockRevKey {
     }
 }
 
+/// Session-affinity key: a client (its IPv4 address on the packet path, its
+/// network-namespace cookie on the socket path, so every process of a pod
+/// counts as one client) and the frontend's rev-NAT id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AffinityKey {
+    pub client: u64,
+    pub rev_nat_id: u16,
+    /// 0 = packet path (client is an address), 1 = socket path (cookie).
+    pub kind: u8,
+    pub _pad: [u8; 5],
+}
+const _: () = assert!(core::mem::size_of::<AffinityKey>() == 16);
+
+impl AffinityKey {
+    pub const fn new(client: u64, rev_nat_id: u16, kind: u8) -> Self {
+        Self {
+            client,
+            rev_nat_id,
+            kind,
+            _pad: [0; 5],
+        }
+    }
+}
+
+/// Session-affinity value: the backend chosen and when it was last used.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AffinityValue {
+    pub last_used_ns: u64,
+    pub backend_id: u32,
+    pub _pad: [u8; 4],
+}
+const _: () = assert!(core::mem::size_of::<AffinityValue>() == 16);
+
+impl AffinityValue {
+    pub const fn new(backend_id: u32, last_used_ns: u64) -> Self {
+        Self {
+            last_used_ns,
+            backend_id,
+            _pad: [0; 4],
+        }
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all types are #[repr(C)], Copy, contain only integers and have
@@ -288,4 +333,6 @@ mod pod {
     unsafe impl aya::Pod for super::CtEntry4 {}
     unsafe impl aya::Pod for super::NodeConfig {}
     unsafe impl aya::Pod for super::SockRevKey {}
+    unsafe impl aya::Pod for super::AffinityKey {}
+    unsafe impl aya::Pod for super::AffinityValue {}
 }

@@ -35,6 +35,20 @@ pub fn install(
     rev_nat_id: u16,
     backends: &[Backend],
 ) -> Svc4Key {
+    install_with_affinity(env, frontend, proto, flags, rev_nat_id, backends, 0)
+}
+
+/// [`install`] with a session-affinity timeout (seconds; pass
+/// `svc_flags::AFFINITY` in `flags` to turn it on).
+pub fn install_with_affinity(
+    env: &mut KernelEnv,
+    frontend: SocketAddrV4,
+    proto: u8,
+    flags: u16,
+    rev_nat_id: u16,
+    backends: &[Backend],
+    affinity_secs: u32,
+) -> Svc4Key {
     for b in backends {
         env.maps
             .upsert_backend(BackendSpec {
@@ -62,7 +76,7 @@ pub fn install(
                 rev_nat_id,
                 rev_nat: RevNat4::new(be(*frontend.ip()), frontend.port().to_be()),
                 flags,
-                affinity_secs: 0,
+                affinity_secs,
                 backend_ids: backends.iter().map(|b| b.id).collect(),
             },
             0,

@@ -174,3 +174,56 @@ fn socket_lb_unconnected_udp_replies_come_from_the_service() {
         "recvmsg must show the ClusterIP"
     );
 }
+
+#[test]
+#[ignore = "needs root: run by cargo xtask test --kernel"]
+fn socket_lb_client_ip_affinity_keeps_a_pod_on_one_backend() {
+    let mut env = KernelEnv::new("sockaff");
+    let cg = CgroupGuard::enter("sockaff");
+    env.loaded
+        .attach_socket_lb(cg.path(), false)
+        .expect("attaching socket-LB");
+    let vip = SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 52), 80);
+    let addrs: Vec<SocketAddrV4> = (1..=3).map(|i| pod(60 + i, 8080)).collect();
+    let backends: Vec<Backend> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| Backend {
+            id: 200 + i as u32,
+            addr: *a,
+            local: true,
+        })
+        .collect();
+    install_with_affinity(
+        &mut env,
+        vip,
+        PROTO_TCP,
+        skiff_ebpf_common::svc_flags::AFFINITY,
+        24,
+        &backends,
+        600,
+    );
+    let conns = 12;
+    let servers = tcp_backends(&env, &addrs, conns);
+    let answers: Vec<String> = env
+        .netns
+        .run_in(|| {
+            (0..conns)
+                .map(|_| {
+                    let mut s = TcpStream::connect_timeout(&vip.into(), Duration::from_secs(3))
+                        .expect("connect to ClusterIP");
+                    let mut who = String::new();
+                    s.read_to_string(&mut who).expect("read");
+                    who
+                })
+                .collect()
+        })
+        .expect("setns");
+    assert!(
+        answers.iter().all(|a| *a == answers[0]),
+        "every connection from one pod (netns) goes to the same backend: {answers:?}"
+    );
+    // The unchosen backends' threads wait in accept() for connections that
+    // never come; they end with the test process (not joined on purpose).
+    drop(servers);
+}

@@ -507,3 +507,48 @@ fn tc_attached_nodeport_without_backends_refuses_at_once() {
     assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
     drop(decoy);
 }
+
+#[test]
+#[ignore = "needs root: run by cargo xtask test --kernel"]
+fn tc_client_ip_affinity_sticks_per_client_and_round_robins_across_clients() {
+    let mut env = KernelEnv::new("aff");
+    let frontend = SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 40), 80);
+    let backends: Vec<Backend> = (0..3u8)
+        .map(|i| Backend {
+            id: 40 + u32::from(i),
+            addr: pod(40 + i, 8080),
+            local: true,
+        })
+        .collect();
+    install_with_affinity(
+        &mut env,
+        frontend,
+        PROTO_TCP,
+        svc_flags::AFFINITY,
+        13,
+        &backends,
+        600,
+    );
+    let pick = |env: &mut KernelEnv, client: Ipv4Addr, port: u16| {
+        let c = SocketAddrV4::new(client, port);
+        parse_checked(&env.run_tc(&tcp(c, frontend, Flags::Syn, b"")).packet).dst
+    };
+    let a = Ipv4Addr::new(198, 51, 100, 1);
+    let b = Ipv4Addr::new(198, 51, 100, 2);
+    let first_a = pick(&mut env, a, 50000);
+    for port in 50001..50010 {
+        assert_eq!(
+            pick(&mut env, a, port),
+            first_a,
+            "client A must stick to its backend"
+        );
+    }
+    let first_b = pick(&mut env, b, 50000);
+    assert_ne!(
+        first_a, first_b,
+        "a new client takes the next round-robin turn"
+    );
+    for port in 50001..50005 {
+        assert_eq!(pick(&mut env, b, port), first_b);
+    }
+}

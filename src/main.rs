@@ -1,6 +1,7 @@
 //! `skiff`: one binary, one subcommand per role. Each subcommand's work lives
 //! in its crate; this file only parses arguments and dispatches.
 
+mod agent_cmd;
 mod client;
 mod dns_cmd;
 mod echo_cmd;
@@ -40,6 +41,11 @@ enum Command {
     Get(kubectl_cmd::GetArgs),
     /// Delete objects by kind and name, selector, or manifest.
     Delete(kubectl_cmd::DeleteArgs),
+    /// Run a node: the agent (pods in network namespaces), the service
+    /// proxy and node-local DNS.
+    Agent(agent_cmd::AgentArgs),
+    /// Print a container's log (from the node running the pod).
+    Logs(agent_cmd::LogsArgs),
     /// Run the service proxy standalone against an API server.
     Proxy(proxy_cmd::ProxyArgs),
     /// Run the cluster DNS server standalone against an API server.
@@ -57,6 +63,8 @@ fn main() -> Result<()> {
         Command::Apply(args) => kubectl_cmd::apply(args),
         Command::Get(args) => kubectl_cmd::get(args),
         Command::Delete(args) => kubectl_cmd::delete(args),
+        Command::Agent(args) => agent_cmd::run(args),
+        Command::Logs(args) => agent_cmd::logs(args),
         Command::Proxy(args) => proxy_cmd::run(args),
         Command::Dns(args) => dns_cmd::run(args),
         Command::EchoServer(args) => echo_cmd::run(args),

@@ -76,7 +76,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
             }
         }
     }
-    println!("{} passed, {failed} failed", phases.len() - failed);
+    println!("phases: {} passed, {failed} failed", phases.len() - failed);
     if failed > 0 {
         bail!("{failed} test phase(s) failed");
     }
@@ -111,13 +111,20 @@ fn phase(name: &'static str, f: impl FnOnce() -> Result<()>) -> Phase {
 
 fn cargo_test() -> Command {
     let mut c = Command::new(env!("CARGO"));
+    // --no-fail-fast: one failing test binary must not hide the others.
     c.current_dir(cmd::workspace_root()).args([
         "test",
         "--workspace",
         "--lib",
         "--bins",
         "--tests",
+        "--no-fail-fast",
     ]);
+    // Every phase builds with the same SKIFF_EBPF so cargo does not rebuild
+    // the proxy (and all that depends on it) between phases.
+    if cmd::on_path("bpf-linker") {
+        c.env("SKIFF_EBPF", "require");
+    }
     c
 }
 

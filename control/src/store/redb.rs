@@ -876,7 +876,11 @@ mod tests {
     #[ignore = "child process of crash_keeps_every_acknowledged_write; run by it"]
     async fn crash_child_writer() {
         let Ok(dir) = std::env::var(CRASH_DIR_ENV) else {
-            panic!("{CRASH_DIR_ENV} not set: this runs only as the crash test's child");
+            // Not a test of its own: `cargo xtask test --kernel` runs every
+            // ignored test, and without the parent's directory there is
+            // nothing to do.
+            eprintln!("{CRASH_DIR_ENV} not set: child mode of crash_keeps_every_acknowledged_write only");
+            return;
         };
         let store = RedbStore::open(Path::new(&dir)).unwrap();
         let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));

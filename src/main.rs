@@ -5,10 +5,13 @@ mod agent_cmd;
 mod client;
 mod dns_cmd;
 mod echo_cmd;
+mod exec_cmd;
 mod kubectl_cmd;
 mod logging;
 mod proxy_cmd;
 mod server_cmd;
+mod up;
+mod up_cmd;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -53,6 +56,13 @@ enum Command {
     /// A tiny TCP/UDP/HTTP backend that answers with its name and the
     /// client's address (used by the examples and tests).
     EchoServer(echo_cmd::EchoArgs),
+    /// Bring up a whole cluster on this machine in network namespaces
+    /// (root): API server, N node agents, the examples; Ctrl-C tears it down.
+    Up(up_cmd::UpArgs),
+    /// Clean up after a `skiff up` that did not finish (crashed or killed).
+    Down(up_cmd::DownArgs),
+    /// Run a command inside a pod's namespaces on this machine (root).
+    Exec(exec_cmd::ExecArgs),
 }
 
 fn main() -> Result<()> {
@@ -68,5 +78,8 @@ fn main() -> Result<()> {
         Command::Proxy(args) => proxy_cmd::run(args),
         Command::Dns(args) => dns_cmd::run(args),
         Command::EchoServer(args) => echo_cmd::run(args),
+        Command::Up(args) => up_cmd::up(args),
+        Command::Down(args) => up_cmd::down(args),
+        Command::Exec(args) => exec_cmd::run(args),
     }
 }

@@ -57,17 +57,14 @@ pub fn run(args: ServerArgs) -> Result<()> {
         if !args.no_controllers {
             let client = kube_client(&url)?;
             let s = stop.clone();
-            let c = client.clone();
             tasks.push(tokio::spawn(async move {
-                skiff_control::endpointslice::controller::run(c, async move { s.cancelled().await })
-                    .await
-                    .context("endpoint slice controller")
-            }));
-            let s = stop.clone();
-            tasks.push(tokio::spawn(async move {
-                skiff_control::scheduler::runner::run(client, async move { s.cancelled().await })
-                    .await
-                    .context("scheduler")
+                skiff_control::controllers::run_all(
+                    client,
+                    skiff_control::controllers::ControllersConfig::default(),
+                    async move { s.cancelled().await },
+                )
+                .await
+                .context("controllers")
             }));
         }
         tokio::signal::ctrl_c()

@@ -29,6 +29,8 @@ mod packet;
 #[cfg(target_arch = "bpf")]
 mod reject;
 #[cfg(target_arch = "bpf")]
+mod route;
+#[cfg(target_arch = "bpf")]
 mod sock;
 
 #[cfg(target_arch = "bpf")]
@@ -112,6 +114,10 @@ mod programs {
             Ok(Verdict::ReverseTranslated) => {
                 count(Reason::ReverseTranslated);
                 TC_ACT_OK as i32
+            }
+            Ok(Verdict::Forwarded) => {
+                count(Reason::Translated);
+                aya_ebpf::bindings::TC_ACT_REDIRECT as i32
             }
             Ok(Verdict::Refused(pkt)) => {
                 count(Reason::NoBackend);

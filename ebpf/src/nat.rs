@@ -15,9 +15,9 @@ use skiff_ebpf_common::{
     Backend4, CtEntry4, CtKey4, Reason, backend_flags, ct_dir, ct_flags, svc_flags,
 };
 
-use crate::lb;
 use crate::maps::{BACKENDS, CONFIG, CONNTRACK, REVNAT};
 use crate::packet::{self, Packet, Side};
+use crate::{lb, route};
 
 pub enum Verdict {
     /// Not a service packet: left alone.
@@ -28,6 +28,9 @@ pub enum Verdict {
     ReverseTranslated,
     /// Addressed to a service without usable backends: to be refused.
     Refused(Packet),
+    /// Translated with the source rewritten to a node address, and handed
+    /// to the egress device ourselves (`TC_ACT_REDIRECT`).
+    Forwarded,
 }
 
 #[inline(always)]
@@ -68,7 +71,7 @@ pub fn handle(ctx: &TcContext) -> Result<Verdict, Reason> {
         if let Some(backend) = unsafe { BACKENDS.get(&entry.backend_id) }.copied() {
             let snat = entry.flags & ct_flags::SNAT != 0;
             dnat(ctx, &mut pkt, &backend, snat)?;
-            return Ok(Verdict::Translated);
+            return Ok(forwarded_if(ctx, &pkt, snat, Verdict::Translated));
         }
         // The backend was deleted: the flow is dead; pick anew below.
         let _ = CONNTRACK.remove(&orig_key);
@@ -119,7 +122,19 @@ pub fn handle(ctx: &TcContext) -> Result<Verdict, Reason> {
     CONNTRACK
         .insert(&reply_key, &entry, 0)
         .map_err(|_| Reason::ConntrackFull)?;
-    Ok(Verdict::Translated)
+    Ok(forwarded_if(ctx, &pkt, snat, Verdict::Translated))
+}
+
+/// With source NAT to a node address the packet is routed by us (see
+/// `route`); without a route it goes to the stack as `otherwise` says.
+#[inline(always)]
+fn forwarded_if(ctx: &TcContext, pkt: &Packet, snat: bool, otherwise: Verdict) -> Verdict {
+    if snat {
+        if route::redirect(ctx, pkt) {
+            return Verdict::Forwarded;
+        }
+    }
+    otherwise
 }
 
 #[inline(always)]
@@ -144,9 +159,10 @@ fn reverse_nat(ctx: &TcContext, pkt: &mut Packet, entry: &CtEntry4) -> Result<Ve
         .ok_or(Reason::DanglingId)?;
     packet::set_addr(ctx, pkt, Side::Source, rev.vip_be)?;
     packet::set_port(ctx, pkt, Side::Source, rev.port_be)?;
-    if entry.flags & ct_flags::SNAT != 0 {
+    let snat = entry.flags & ct_flags::SNAT != 0;
+    if snat {
         packet::set_addr(ctx, pkt, Side::Destination, entry.client_addr_be)?;
         packet::set_port(ctx, pkt, Side::Destination, entry.client_port_be)?;
     }
-    Ok(Verdict::ReverseTranslated)
+    Ok(forwarded_if(ctx, pkt, snat, Verdict::ReverseTranslated))
 }

@@ -4,6 +4,7 @@
 //!
 //! Root only; run one at a time by `cargo xtask test --kernel`.
 
+mod cross_node;
 mod fixtures;
 mod harness;
 mod packets;

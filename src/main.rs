@@ -66,6 +66,12 @@ enum Command {
 }
 
 fn main() -> Result<()> {
+    // Like other CLI tools, end quietly when the reader of our output goes
+    // away (`skiff get pods | head -1`) instead of failing on EPIPE.
+    // SAFETY: setting a signal disposition at start-up, before any thread.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     logging::init(&cli.log)?;
     match cli.command {

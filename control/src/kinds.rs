@@ -26,8 +26,10 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod, Service};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Node, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::{Metadata, NamespaceResourceScope, Resource};
@@ -36,6 +38,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::api::defaults;
+use crate::api::deletion::Propagation;
 use crate::validation::{self, FieldError, NameRule};
 
 /// Key prefix under which all API objects are stored.
@@ -68,15 +71,18 @@ pub struct Decoded {
 /// generically, by [`Typed`].
 trait KindOps: Send + Sync {
     fn decode(&self, kind: &KindInfo, value: Value) -> Result<Decoded, DecodeError>;
+    fn prepare_create(&self, kind: &KindInfo, value: Value) -> Result<Value, DecodeError>;
     fn validate(&self, kind: &KindInfo, value: &Value) -> Vec<FieldError>;
     fn validate_update(&self, kind: &KindInfo, old: &Value, new: &Value) -> Vec<FieldError>;
 }
 
 type ValidateFn<K> = fn(&K) -> Vec<FieldError>;
+type PrepareFn<K> = fn(&mut K);
 type ValidateUpdateFn<K> = fn(&K, &K) -> Vec<FieldError>;
 
 struct Typed<K> {
     default: fn(&mut K),
+    prepare_create: Option<PrepareFn<K>>,
     validate: ValidateFn<K>,
     validate_update: Option<ValidateUpdateFn<K>>,
     _kind: PhantomData<fn() -> K>,
@@ -126,6 +132,15 @@ where
             value: canonical,
             unknown_fields,
         })
+    }
+
+    fn prepare_create(&self, kind: &KindInfo, value: Value) -> Result<Value, DecodeError> {
+        let Some(prepare) = self.prepare_create else {
+            return Ok(value);
+        };
+        let mut object = self.typed(kind, &value)?;
+        prepare(&mut object);
+        self.to_value(kind, &object)
     }
 
     fn validate(&self, kind: &KindInfo, value: &Value) -> Vec<FieldError> {
@@ -230,6 +245,9 @@ pub struct KindInfo {
     pub extra_field_selectors: &'static [&'static str],
     /// Status handling on create.
     pub status_on_create: StatusOnCreate,
+    /// Propagation of a DELETE that names none (Background, except batch/v1
+    /// Jobs: Orphan, as in Kubernetes).
+    pub default_propagation: Propagation,
     ops: Box<dyn KindOps>,
 }
 
@@ -268,7 +286,9 @@ impl KindInfo {
             scale_subresource: false,
             extra_field_selectors: &[],
             status_on_create: StatusOnCreate::None,
+            default_propagation: Propagation::Background,
             default: |_| {},
+            prepare_create: None,
             validate: |_| Vec::new(),
             validate_update: None,
             _kind: PhantomData,
@@ -338,6 +358,16 @@ impl KindInfo {
         self.ops.decode(self, value)
     }
 
+    /// The kind's own preparation of a new object, after the server set its
+    /// metadata (uid, creationTimestamp) and before validation (Jobs:
+    /// the generated selector).
+    ///
+    /// # Errors
+    /// [`DecodeError`] if the object does not fit the typed schema.
+    pub fn prepare_create(&self, value: Value) -> Result<Value, DecodeError> {
+        self.ops.prepare_create(self, value)
+    }
+
     /// Validates a (decoded) object for create.
     pub fn validate(&self, value: &Value) -> Vec<FieldError> {
         self.ops.validate(self, value)
@@ -358,7 +388,9 @@ pub struct KindBuilder<K> {
     scale_subresource: bool,
     extra_field_selectors: &'static [&'static str],
     status_on_create: StatusOnCreate,
+    default_propagation: Propagation,
     default: fn(&mut K),
+    prepare_create: Option<PrepareFn<K>>,
     validate: ValidateFn<K>,
     validate_update: Option<ValidateUpdateFn<K>>,
     _kind: PhantomData<fn() -> K>,
@@ -406,9 +438,22 @@ where
         self
     }
 
+    /// Propagation of a DELETE that names none (default: Background).
+    pub fn default_propagation(mut self, policy: Propagation) -> Self {
+        self.default_propagation = policy;
+        self
+    }
+
     /// Defaulting applied on every decode (create, update, patch).
     pub fn default(mut self, default: fn(&mut K)) -> Self {
         self.default = default;
+        self
+    }
+
+    /// Preparation of a new object once the server set its metadata
+    /// (runs on create only, before validation).
+    pub fn prepare_create(mut self, prepare: PrepareFn<K>) -> Self {
+        self.prepare_create = Some(prepare);
         self
     }
 
@@ -440,8 +485,10 @@ where
             scale_subresource: self.scale_subresource,
             extra_field_selectors: self.extra_field_selectors,
             status_on_create: self.status_on_create,
+            default_propagation: self.default_propagation,
             ops: Box::new(Typed {
                 default: self.default,
+                prepare_create: self.prepare_create,
                 validate: self.validate,
                 validate_update: self.validate_update,
                 _kind: PhantomData,
@@ -475,9 +522,10 @@ pub struct GroupVersion<'a> {
 }
 
 impl Kinds {
-    /// The kinds Skiff serves: Namespace, Node, Pod, Service, Event (core/v1),
-    /// EndpointSlice (discovery.k8s.io/v1), ReplicaSet and Deployment
-    /// (apps/v1).
+    /// The kinds Skiff serves: Namespace, Node, Pod, Service, Event,
+    /// ConfigMap, Secret (core/v1), EndpointSlice (discovery.k8s.io/v1),
+    /// ReplicaSet, Deployment, DaemonSet, StatefulSet (apps/v1), Job
+    /// (batch/v1) and Lease (coordination.k8s.io/v1).
     pub fn builtin() -> Self {
         Kinds::new(vec![
             KindInfo::builder::<Namespace>()
@@ -537,6 +585,17 @@ impl Kinds {
                 ])
                 .validate(validation::validate_event)
                 .build(),
+            KindInfo::builder::<ConfigMap>()
+                .short_names(&["cm"])
+                .validate(validation::validate_config_map)
+                .validate_update(validation::validate_config_map_update)
+                .build(),
+            KindInfo::builder::<Secret>()
+                .field_selectors(&["type"])
+                .default(defaults::default_secret)
+                .validate(validation::validate_secret)
+                .validate_update(validation::validate_secret_update)
+                .build(),
             KindInfo::builder::<EndpointSlice>()
                 .default(defaults::default_endpoint_slice)
                 .validate(validation::validate_endpoint_slice)
@@ -558,6 +617,41 @@ impl Kinds {
                 .default(defaults::default_deployment)
                 .validate(validation::validate_deployment)
                 .validate_update(validation::validate_deployment_update)
+                .build(),
+            KindInfo::builder::<DaemonSet>()
+                .short_names(&["ds"])
+                .categories(&["all"])
+                .status_subresource(StatusOnCreate::Reset(serde_json::json!({
+                    "currentNumberScheduled": 0,
+                    "desiredNumberScheduled": 0,
+                    "numberMisscheduled": 0,
+                    "numberReady": 0,
+                })))
+                .default(defaults::default_daemon_set)
+                .validate(validation::validate_daemon_set)
+                .validate_update(validation::validate_daemon_set_update)
+                .build(),
+            KindInfo::builder::<StatefulSet>()
+                .short_names(&["sts"])
+                .categories(&["all"])
+                .status_subresource(StatusOnCreate::Reset(serde_json::json!({"replicas": 0})))
+                .scale_subresource()
+                .default(defaults::default_stateful_set)
+                .validate(validation::validate_stateful_set)
+                .validate_update(validation::validate_stateful_set_update)
+                .build(),
+            KindInfo::builder::<Job>()
+                .categories(&["all"])
+                .status_subresource(StatusOnCreate::Reset(serde_json::json!({})))
+                .field_selectors(&["status.successful"])
+                .default_propagation(Propagation::Orphan)
+                .default(defaults::default_job)
+                .prepare_create(defaults::generate_job_selector)
+                .validate(validation::validate_job)
+                .validate_update(validation::validate_job_update)
+                .build(),
+            KindInfo::builder::<Lease>()
+                .validate(validation::validate_lease)
                 .build(),
         ])
     }
@@ -663,9 +757,15 @@ mod tests {
             .collect();
         assert_eq!(
             gvs,
-            [("", "v1"), ("apps", "v1"), ("discovery.k8s.io", "v1")]
+            [
+                ("", "v1"),
+                ("apps", "v1"),
+                ("batch", "v1"),
+                ("coordination.k8s.io", "v1"),
+                ("discovery.k8s.io", "v1")
+            ]
         );
-        assert!(kinds.serves("apps", "v1") && !kinds.serves("batch", "v1"));
+        assert!(kinds.serves("batch", "v1") && !kinds.serves("batch", "v2"));
     }
 
     #[test]

@@ -18,9 +18,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    Container, Event, Namespace, Node, Pod, PodSpec, PodTemplateSpec, Service,
+    ConfigMap, Container, Event, Namespace, Node, Pod, PodSpec, PodTemplateSpec, Secret, Service,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -42,6 +44,10 @@ const ENDPOINTS_PER_SLICE_MAX: usize = 1000;
 const ADDRESSES_PER_ENDPOINT_MAX: usize = 100;
 /// Most ports one EndpointSlice may list, as Kubernetes.
 const PORTS_PER_SLICE_MAX: usize = 20_000;
+/// Total size limit of a ConfigMap's or Secret's data, as Kubernetes.
+pub const DATA_MAX_BYTES: usize = 1024 * 1024;
+/// Most completions of an Indexed Job, as Kubernetes.
+const INDEXED_COMPLETIONS_MAX: i32 = 100_000;
 
 /// Service types the API accepts. `LoadBalancer` is accepted and behaves as
 /// on a bare-metal Kubernetes cluster without a load-balancer implementation:
@@ -472,6 +478,16 @@ pub fn validate_object_meta(
     }
     if let Some(annotations) = &meta.annotations {
         errors.extend(validate_annotations("metadata.annotations", annotations));
+    }
+    for (i, finalizer) in meta.finalizers.iter().flatten().enumerate() {
+        // Finalizers are qualified names, the syntax of label keys.
+        if let Err(e) = validate_label_key(finalizer) {
+            errors.push(FieldError::invalid(
+                format!("metadata.finalizers[{i}]"),
+                quote(finalizer),
+                format!("name part {e}"),
+            ));
+        }
     }
     if let Some(generation) = meta.generation
         && generation < 0
@@ -1111,6 +1127,525 @@ pub fn validate_replica_set(replica_set: &ReplicaSet) -> Vec<FieldError> {
 pub fn validate_replica_set_update(old: &ReplicaSet, new: &ReplicaSet) -> Vec<FieldError> {
     let mut errors = validate_replica_set(new);
     errors.extend(selector_immutable(&old.spec.selector, &new.spec.selector));
+    errors
+}
+
+/// `activeDeadlineSeconds` makes no sense for pods a controller keeps
+/// running.
+fn forbid_active_deadline(kind: &str, spec: &PodTemplateSpec, errors: &mut Vec<FieldError>) {
+    if spec
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.active_deadline_seconds.is_some())
+    {
+        errors.push(FieldError::forbidden(
+            "spec.template.spec.activeDeadlineSeconds",
+            format!("activeDeadlineSeconds in {kind} is not Supported"),
+        ));
+    }
+}
+
+/// Checks a DaemonSet's spec.
+pub fn validate_daemon_set(daemon_set: &DaemonSet) -> Vec<FieldError> {
+    let spec = &daemon_set.spec;
+    let mut errors =
+        validate_selector_and_template(&spec.selector, Some(&spec.template), &["Always"]);
+    forbid_active_deadline("DaemonSet", &spec.template, &mut errors);
+    check_non_negative("spec.minReadySeconds", spec.min_ready_seconds, &mut errors);
+    check_non_negative(
+        "spec.revisionHistoryLimit",
+        spec.revision_history_limit,
+        &mut errors,
+    );
+    if let Some(strategy) = &spec.update_strategy {
+        let type_ = strategy.type_.as_deref().unwrap_or("RollingUpdate");
+        check_enum(
+            "spec.updateStrategy.type",
+            Some(type_),
+            &["RollingUpdate", "OnDelete"],
+            &mut errors,
+        );
+        match (&strategy.rolling_update, type_) {
+            (Some(_), "OnDelete") => errors.push(FieldError::forbidden(
+                "spec.updateStrategy.rollingUpdate",
+                "may not be specified when strategy `type` is 'OnDelete'",
+            )),
+            (Some(rolling), _) => {
+                let unavailable_zero = rolling.max_unavailable.as_ref().is_none_or(|v| {
+                    check_int_or_percent(
+                        "spec.updateStrategy.rollingUpdate.maxUnavailable",
+                        v,
+                        &mut errors,
+                    )
+                });
+                let surge_zero = rolling.max_surge.as_ref().is_none_or(|v| {
+                    check_int_or_percent(
+                        "spec.updateStrategy.rollingUpdate.maxSurge",
+                        v,
+                        &mut errors,
+                    )
+                });
+                if unavailable_zero && surge_zero {
+                    errors.push(FieldError::invalid(
+                        "spec.updateStrategy.rollingUpdate.maxUnavailable",
+                        "0",
+                        "may not be 0 when `maxSurge` is 0",
+                    ));
+                }
+            }
+            (None, _) => {}
+        }
+    }
+    errors
+}
+
+/// Checks a DaemonSet update: the selector is immutable in apps/v1.
+pub fn validate_daemon_set_update(old: &DaemonSet, new: &DaemonSet) -> Vec<FieldError> {
+    let mut errors = validate_daemon_set(new);
+    errors.extend(selector_immutable(&old.spec.selector, &new.spec.selector));
+    errors
+}
+
+/// Checks a StatefulSet's spec.
+pub fn validate_stateful_set(stateful_set: &StatefulSet) -> Vec<FieldError> {
+    let spec = &stateful_set.spec;
+    let mut errors =
+        validate_selector_and_template(&spec.selector, Some(&spec.template), &["Always"]);
+    forbid_active_deadline("StatefulSet", &spec.template, &mut errors);
+    check_non_negative("spec.replicas", spec.replicas, &mut errors);
+    check_non_negative("spec.minReadySeconds", spec.min_ready_seconds, &mut errors);
+    check_non_negative(
+        "spec.revisionHistoryLimit",
+        spec.revision_history_limit,
+        &mut errors,
+    );
+    check_enum(
+        "spec.podManagementPolicy",
+        spec.pod_management_policy.as_deref(),
+        &["OrderedReady", "Parallel"],
+        &mut errors,
+    );
+    if let Some(service) = spec.service_name.as_deref().filter(|s| !s.is_empty()) {
+        for problem in dns1123_label_errors(service) {
+            errors.push(FieldError::invalid(
+                "spec.serviceName",
+                quote(service),
+                problem,
+            ));
+        }
+    }
+    if let Some(strategy) = &spec.update_strategy {
+        let type_ = strategy.type_.as_deref().unwrap_or("RollingUpdate");
+        check_enum(
+            "spec.updateStrategy.type",
+            Some(type_),
+            &["RollingUpdate", "OnDelete"],
+            &mut errors,
+        );
+        match (&strategy.rolling_update, type_) {
+            (Some(_), "OnDelete") => errors.push(FieldError::forbidden(
+                "spec.updateStrategy.rollingUpdate",
+                "only allowed for updateStrategy 'RollingUpdate'",
+            )),
+            (Some(rolling), _) => {
+                check_non_negative(
+                    "spec.updateStrategy.rollingUpdate.partition",
+                    rolling.partition,
+                    &mut errors,
+                );
+                if let Some(max) = &rolling.max_unavailable
+                    && check_int_or_percent(
+                        "spec.updateStrategy.rollingUpdate.maxUnavailable",
+                        max,
+                        &mut errors,
+                    )
+                {
+                    errors.push(FieldError::invalid(
+                        "spec.updateStrategy.rollingUpdate.maxUnavailable",
+                        "0",
+                        "must be greater than 0",
+                    ));
+                }
+            }
+            (None, _) => {}
+        }
+    }
+    if let Some(ordinals) = &spec.ordinals {
+        check_non_negative("spec.ordinals.start", ordinals.start, &mut errors);
+    }
+    errors
+}
+
+/// The StatefulSet spec fields an update may change, as Kubernetes words it.
+const STATEFUL_SET_UPDATE_FORBIDDEN: &str = "updates to statefulset spec for fields other than \
+    'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' \
+    and 'minReadySeconds' are forbidden";
+
+/// Checks a StatefulSet update: only replicas, ordinals, template, update
+/// strategy, PVC retention, revision history and minReadySeconds change.
+pub fn validate_stateful_set_update(old: &StatefulSet, new: &StatefulSet) -> Vec<FieldError> {
+    let mut errors = validate_stateful_set(new);
+    let mut normalized = new.spec.clone();
+    normalized.replicas = old.spec.replicas;
+    normalized.ordinals.clone_from(&old.spec.ordinals);
+    normalized.template = old.spec.template.clone();
+    normalized
+        .update_strategy
+        .clone_from(&old.spec.update_strategy);
+    normalized
+        .persistent_volume_claim_retention_policy
+        .clone_from(&old.spec.persistent_volume_claim_retention_policy);
+    normalized.min_ready_seconds = old.spec.min_ready_seconds;
+    normalized.revision_history_limit = old.spec.revision_history_limit;
+    if normalized != old.spec {
+        errors.push(FieldError::forbidden("spec", STATEFUL_SET_UPDATE_FORBIDDEN));
+    }
+    errors
+}
+
+/// Checks a Job's spec (after its selector was generated, unless
+/// `manualSelector`): counts, completion mode, restart policy Never or
+/// OnFailure, selector matching the template, generated labels intact.
+pub fn validate_job(job: &Job) -> Vec<FieldError> {
+    let Some(spec) = &job.spec else {
+        return vec![FieldError::required("spec", "")];
+    };
+    let mut errors = Vec::new();
+    match &spec.selector {
+        None => errors.push(FieldError::required("spec.selector", "")),
+        Some(selector) => errors.extend(validate_selector_and_template(
+            selector,
+            Some(&spec.template),
+            &["OnFailure", "Never"],
+        )),
+    }
+    if spec.manual_selector != Some(true) {
+        let uid = job.metadata.uid.as_deref().unwrap_or_default();
+        let label = crate::api::defaults::JOB_UID_LABELS[0];
+        let template_uid = spec
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.as_ref())
+            .and_then(|l| l.get(label));
+        if template_uid.is_some_and(|v| v != uid) {
+            errors.push(FieldError::invalid(
+                format!("spec.template.metadata.labels[{label}]"),
+                quote(template_uid.map(String::as_str).unwrap_or_default()),
+                format!("must be '{uid}'"),
+            ));
+        }
+        let selected = spec
+            .selector
+            .as_ref()
+            .and_then(|s| s.match_labels.as_ref())
+            .and_then(|l| l.get(label));
+        if selected.is_some_and(|v| v != uid) {
+            errors.push(FieldError::invalid(
+                format!("spec.selector.matchLabels[{label}]"),
+                quote(selected.map(String::as_str).unwrap_or_default()),
+                format!("must be '{uid}'"),
+            ));
+        }
+    }
+    check_non_negative("spec.parallelism", spec.parallelism, &mut errors);
+    check_non_negative("spec.completions", spec.completions, &mut errors);
+    check_non_negative("spec.backoffLimit", spec.backoff_limit, &mut errors);
+    check_non_negative(
+        "spec.ttlSecondsAfterFinished",
+        spec.ttl_seconds_after_finished,
+        &mut errors,
+    );
+    if let Some(deadline) = spec.active_deadline_seconds
+        && deadline < 0
+    {
+        errors.push(FieldError::invalid(
+            "spec.activeDeadlineSeconds",
+            deadline.to_string(),
+            "must be greater than or equal to 0",
+        ));
+    }
+    check_enum(
+        "spec.completionMode",
+        spec.completion_mode.as_deref(),
+        &["NonIndexed", "Indexed"],
+        &mut errors,
+    );
+    check_enum(
+        "spec.podReplacementPolicy",
+        spec.pod_replacement_policy.as_deref(),
+        &["TerminatingOrFailed", "Failed"],
+        &mut errors,
+    );
+    if spec.completion_mode.as_deref() == Some("Indexed") {
+        match spec.completions {
+            None => errors.push(FieldError::required(
+                "spec.completions",
+                "when completion mode is Indexed",
+            )),
+            Some(n) if n > INDEXED_COMPLETIONS_MAX => errors.push(FieldError::invalid(
+                "spec.completions",
+                n.to_string(),
+                format!("must be less than or equal to {INDEXED_COMPLETIONS_MAX} when completion mode is Indexed"),
+            )),
+            Some(_) => {}
+        }
+    }
+    errors
+}
+
+/// Checks a Job update: selector, template, completions and completion
+/// mode are immutable (parallelism, suspend, deadlines and TTL may change).
+pub fn validate_job_update(old: &Job, new: &Job) -> Vec<FieldError> {
+    let mut errors = validate_job(new);
+    let (Some(old_spec), Some(new_spec)) = (&old.spec, &new.spec) else {
+        return errors;
+    };
+    if old_spec.selector != new_spec.selector {
+        errors.push(FieldError::invalid(
+            "spec.selector",
+            new_spec
+                .selector
+                .as_ref()
+                .map(selector_repr)
+                .unwrap_or_default(),
+            "field is immutable",
+        ));
+    }
+    if old_spec.template != new_spec.template {
+        errors.push(FieldError::invalid(
+            "spec.template",
+            "",
+            "field is immutable",
+        ));
+    }
+    if old_spec.completions != new_spec.completions {
+        errors.push(FieldError::invalid(
+            "spec.completions",
+            new_spec
+                .completions
+                .map(|c| c.to_string())
+                .unwrap_or_default(),
+            "field is immutable",
+        ));
+    }
+    if old_spec.completion_mode != new_spec.completion_mode {
+        errors.push(FieldError::invalid(
+            "spec.completionMode",
+            quote(new_spec.completion_mode.as_deref().unwrap_or_default()),
+            "field is immutable",
+        ));
+    }
+    errors
+}
+
+// ---------------------------------------------------------------- config
+
+/// Problems of a ConfigMap or Secret data key (`IsConfigMapKey`).
+pub fn config_key_errors(key: &str) -> Vec<String> {
+    let mut errors = Vec::new();
+    if key.is_empty()
+        || !key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        errors.push(
+            "a valid config key must consist of alphanumeric characters, '-', '_' or '.' \
+             (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"
+                .to_owned(),
+        );
+    }
+    if key.len() > DNS1123_SUBDOMAIN_MAX {
+        errors.push(format!(
+            "must be no more than {DNS1123_SUBDOMAIN_MAX} characters"
+        ));
+    }
+    if key == "." {
+        errors.push("must not be '.'".to_owned());
+    } else if key == ".." {
+        errors.push("must not be '..'".to_owned());
+    } else if key.starts_with("..") {
+        errors.push("must not start with '..'".to_owned());
+    }
+    errors
+}
+
+fn check_config_keys<'a>(
+    field: &str,
+    keys: impl Iterator<Item = &'a String>,
+    errors: &mut Vec<FieldError>,
+) {
+    for key in keys {
+        for problem in config_key_errors(key) {
+            errors.push(FieldError::invalid(
+                format!("{field}[{key}]"),
+                quote(key),
+                problem,
+            ));
+        }
+    }
+}
+
+/// Checks a ConfigMap: valid keys, no key in both `data` and
+/// `binaryData`, at most 1 MiB in all.
+pub fn validate_config_map(config_map: &ConfigMap) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let data = config_map.data.clone().unwrap_or_default();
+    let binary = config_map.binary_data.clone().unwrap_or_default();
+    check_config_keys("data", data.keys(), &mut errors);
+    check_config_keys("binaryData", binary.keys(), &mut errors);
+    for key in binary.keys().filter(|k| data.contains_key(*k)) {
+        errors.push(FieldError::invalid(
+            format!("data[{key}]"),
+            quote(key),
+            "duplicate of key present in binaryData",
+        ));
+    }
+    let total: usize = data.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+        + binary
+            .iter()
+            .map(|(k, v)| k.len() + v.0.len())
+            .sum::<usize>();
+    if total > DATA_MAX_BYTES {
+        errors.push(FieldError::too_long("", DATA_MAX_BYTES));
+    }
+    errors
+}
+
+fn immutable_data(field: &str) -> FieldError {
+    FieldError::forbidden(field, "field is immutable when `immutable` is set")
+}
+
+/// Checks a ConfigMap update: an immutable ConfigMap keeps its data and
+/// stays immutable.
+pub fn validate_config_map_update(old: &ConfigMap, new: &ConfigMap) -> Vec<FieldError> {
+    let mut errors = validate_config_map(new);
+    if old.immutable == Some(true) {
+        if new.immutable != Some(true) {
+            errors.push(immutable_data("immutable"));
+        }
+        if old.data != new.data {
+            errors.push(immutable_data("data"));
+        }
+        if old.binary_data != new.binary_data {
+            errors.push(immutable_data("binaryData"));
+        }
+    }
+    errors
+}
+
+/// Keys a Secret of a well-known type must have.
+fn required_secret_keys(type_: &str) -> &'static [&'static str] {
+    match type_ {
+        "kubernetes.io/dockercfg" => &[".dockercfg"],
+        "kubernetes.io/dockerconfigjson" => &[".dockerconfigjson"],
+        "kubernetes.io/ssh-auth" => &["ssh-privatekey"],
+        "kubernetes.io/tls" => &["tls.crt", "tls.key"],
+        _ => &[],
+    }
+}
+
+/// Checks a Secret: valid keys, at most 1 MiB, and what its type requires
+/// (`tls.crt`/`tls.key` for TLS, `.dockerconfigjson` as JSON, a username
+/// or password for basic-auth, the service account for a token).
+pub fn validate_secret(secret: &Secret) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let data = secret.data.clone().unwrap_or_default();
+    check_config_keys("data", data.keys(), &mut errors);
+    let total: usize = data.iter().map(|(k, v)| k.len() + v.0.len()).sum();
+    if total > DATA_MAX_BYTES {
+        errors.push(FieldError::too_long("data", DATA_MAX_BYTES));
+    }
+    let type_ = secret.type_.as_deref().unwrap_or("Opaque");
+    for key in required_secret_keys(type_) {
+        if !data.contains_key(*key) {
+            errors.push(FieldError::required(format!("data[{key}]"), ""));
+        }
+    }
+    for key in [".dockercfg", ".dockerconfigjson"] {
+        if required_secret_keys(type_).contains(&key)
+            && let Some(value) = data.get(key)
+            && serde_json::from_slice::<serde_json::Value>(&value.0).is_err()
+        {
+            errors.push(FieldError::invalid(
+                format!("data[{key}]"),
+                "<secret contents redacted>",
+                "must be valid JSON",
+            ));
+        }
+    }
+    match type_ {
+        "kubernetes.io/basic-auth"
+            if !data.contains_key("username") && !data.contains_key("password") =>
+        {
+            errors.push(FieldError::required(
+                "data[username]",
+                "either username or password is required",
+            ));
+        }
+        "kubernetes.io/service-account-token"
+            if secret
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("kubernetes.io/service-account.name"))
+                .is_none_or(String::is_empty) =>
+        {
+            errors.push(FieldError::required(
+                "metadata.annotations[kubernetes.io/service-account.name]",
+                "",
+            ));
+        }
+        _ => {}
+    }
+    errors
+}
+
+/// Checks a Secret update: the type never changes; an immutable Secret
+/// keeps its data and stays immutable.
+pub fn validate_secret_update(old: &Secret, new: &Secret) -> Vec<FieldError> {
+    let mut errors = validate_secret(new);
+    if old.type_ != new.type_ {
+        errors.push(FieldError::invalid(
+            "type",
+            quote(new.type_.as_deref().unwrap_or_default()),
+            "field is immutable",
+        ));
+    }
+    if old.immutable == Some(true) {
+        if new.immutable != Some(true) {
+            errors.push(immutable_data("immutable"));
+        }
+        if old.data != new.data {
+            errors.push(immutable_data("data"));
+        }
+    }
+    errors
+}
+
+/// Checks a Lease: a positive duration, non-negative transitions, a
+/// known strategy.
+pub fn validate_lease(lease: &Lease) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let Some(spec) = &lease.spec else {
+        return errors;
+    };
+    if let Some(duration) = spec.lease_duration_seconds
+        && duration <= 0
+    {
+        errors.push(FieldError::invalid(
+            "spec.leaseDurationSeconds",
+            duration.to_string(),
+            "must be greater than 0",
+        ));
+    }
+    check_non_negative("spec.leaseTransitions", spec.lease_transitions, &mut errors);
+    check_enum(
+        "spec.strategy",
+        spec.strategy.as_deref(),
+        &["OldestEmulationVersion"],
+        &mut errors,
+    );
     errors
 }
 

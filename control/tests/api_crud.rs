@@ -20,7 +20,10 @@ async fn discovery_version_and_health() {
         .iter()
         .filter_map(|g| g["name"].as_str())
         .collect();
-    assert_eq!(names, ["apps", "discovery.k8s.io"]);
+    assert_eq!(
+        names,
+        ["apps", "batch", "coordination.k8s.io", "discovery.k8s.io"]
+    );
     let core = server.get("/api/v1").await.expect(200);
     let pods = core["resources"]
         .as_array()
@@ -43,7 +46,7 @@ async fn discovery_version_and_health() {
     assert_eq!(server.get("/version").await.expect(200)["major"], "1");
     assert_eq!(server.get("/healthz").await.status.as_u16(), 200);
     assert_eq!(server.get("/readyz").await.status.as_u16(), 200);
-    let missing = server.get("/apis/batch/v1").await.expect(404);
+    let missing = server.get("/apis/policy/v1").await.expect(404);
     assert_eq!(missing["kind"], "Status");
     server.get("/openapi/v2").await.expect(404);
     server.get("/api/v1/widgets").await.expect(404);
@@ -54,7 +57,7 @@ async fn discovery_version_and_health() {
 async fn default_namespaces_exist_and_are_protected() {
     let mut server = start().await;
     let names = server.names("/api/v1/namespaces").await;
-    for ns in ["default", "kube-public", "kube-system"] {
+    for ns in ["default", "kube-public", "kube-system", "kube-node-lease"] {
         assert!(names.contains(&ns.to_owned()), "{names:?}");
     }
     let status = server

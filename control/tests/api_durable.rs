@@ -21,6 +21,25 @@ fn ips(list: &Value) -> BTreeSet<String> {
         .collect()
 }
 
+/// The Services of a list but the API server's own `kubernetes` Service
+/// (whose target port follows the server's port).
+fn user_services(list: &Value) -> Vec<Value> {
+    list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|s| s["metadata"]["name"] != "kubernetes")
+        .cloned()
+        .collect()
+}
+
+fn port_of(base: &str) -> u16 {
+    base.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port in base URL")
+}
+
 #[tokio::test]
 async fn restart_keeps_objects_and_allocations() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -65,7 +84,7 @@ async fn restart_keeps_objects_and_allocations() {
         .expect(201);
     let before_services = server.get(SVCS).await.expect(200);
     let before_ips = ips(&before_services);
-    assert_eq!(before_ips.len(), 6);
+    assert_eq!(before_ips.len(), 7, "six and the kubernetes Service");
     server.stop().await;
 
     let mut server = start_durable(dir.path()).await;
@@ -74,10 +93,15 @@ async fn restart_keeps_objects_and_allocations() {
         .await
         .expect(200);
     assert_eq!(p_after, p, "pod unchanged, same uid and resourceVersion");
+    let after_services = server.get(SVCS).await.expect(200);
     assert_eq!(
-        server.get(SVCS).await.expect(200)["items"],
-        before_services["items"]
+        user_services(&after_services),
+        user_services(&before_services)
     );
+    // The kubernetes Service kept its ClusterIP and follows the new port.
+    let api = server.get(&format!("{SVCS}/kubernetes")).await.expect(200);
+    assert_eq!(api["spec"]["clusterIP"], "10.96.0.1");
+    assert_eq!(api["spec"]["ports"][0]["targetPort"], port_of(&server.base));
     assert_eq!(server.get("/api/v1/nodes/n1").await.expect(200), node);
     assert_eq!(
         server
@@ -100,7 +124,7 @@ async fn restart_keeps_objects_and_allocations() {
         assert!(!before_ips.contains(&ip), "ClusterIP {ip} handed out twice");
     }
     let all = ips(&server.get(SVCS).await.expect(200));
-    assert_eq!(all.len(), 11, "all ClusterIPs distinct");
+    assert_eq!(all.len(), 12, "all ClusterIPs distinct");
     let held_port = np["spec"]["ports"][0]["nodePort"].clone();
     let clash = server
         .post(

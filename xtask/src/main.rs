@@ -5,6 +5,7 @@
 //! mounts), `test` (unit, kernel and end-to-end phases with a summary),
 //! `cmd` (running external commands with echo and good errors).
 
+mod bench;
 mod cmd;
 mod setup;
 mod test;
@@ -28,6 +29,9 @@ enum Command {
     /// Run the test suites and print a summary. With no flag: unit, then
     /// kernel, then end-to-end. Kernel and e2e phases need root.
     Test(test::TestArgs),
+    /// Run a benchmark (`cargo xtask bench dataplane|dns [--quick]`): ratios
+    /// measured side by side, printed and written to target/bench/<name>.json.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> Result<()> {
@@ -35,5 +39,6 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Setup(args) => setup::run(&args),
         Command::Test(args) => test::run(&args),
+        Command::Bench(args) => bench::run(&args),
     }
 }

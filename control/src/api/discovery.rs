@@ -197,10 +197,15 @@ mod tests {
                 "replicasets/scale",
                 "deployments",
                 "deployments/status",
-                "deployments/scale"
+                "deployments/scale",
+                "daemonsets",
+                "daemonsets/status",
+                "statefulsets",
+                "statefulsets/status",
+                "statefulsets/scale"
             ]
         );
-        assert!(api_resource_list(&kinds, "batch", "v1").is_none());
+        assert!(api_resource_list(&kinds, "policy", "v1").is_none());
     }
 
     #[test]
@@ -213,7 +218,10 @@ mod tests {
             .iter()
             .filter_map(|g| g["name"].as_str())
             .collect();
-        assert_eq!(names, ["apps", "discovery.k8s.io"]);
+        assert_eq!(
+            names,
+            ["apps", "batch", "coordination.k8s.io", "discovery.k8s.io"]
+        );
         let apps = api_group(&kinds, "apps").expect("apps");
         assert_eq!(apps["preferredVersion"]["groupVersion"], "apps/v1");
         assert!(api_group(&kinds, "").is_none());

@@ -13,6 +13,8 @@
 //! - `meta`: server-owned metadata, spec/status separation (pure);
 //! - `patch`: merge, JSON and strategic merge patches (pure);
 //! - `allocation`: ClusterIPs, NodePorts and node pod CIDRs;
+//! - `deletion`: graceful deletion, finalizers, propagation (pure);
+//! - `apiserver_service`: the `kubernetes` Service kept at startup;
 //! - `defaults`: per-kind defaulting; `discovery`: discovery documents;
 //! - `error`: `ApiError` → Kubernetes `Status`.
 //!
@@ -21,7 +23,9 @@
 //! server-side apply, `dryRun` (400), protobuf, authentication.
 
 pub mod allocation;
+pub mod apiserver_service;
 pub mod defaults;
+pub mod deletion;
 pub mod discovery;
 pub mod error;
 pub mod meta;
@@ -32,7 +36,7 @@ pub mod routes;
 pub mod watch;
 
 use std::future::{Future, IntoFuture};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,6 +74,10 @@ pub struct ServerConfig {
     pub default_watch_timeout: Duration,
     /// BOOKMARK interval for watches that allow bookmarks.
     pub bookmark_interval: Duration,
+    /// Address pods reach this server at, for the `kubernetes` Service's
+    /// EndpointSlice (`None`: the listen address, unless it is loopback or
+    /// unspecified, in which case there is no slice).
+    pub advertise_address: Option<IpAddr>,
 }
 
 impl ServerConfig {
@@ -86,6 +94,7 @@ impl ServerConfig {
             compaction: CompactionPolicy::default(),
             default_watch_timeout: Duration::from_secs(30 * 60),
             bookmark_interval: Duration::from_secs(60),
+            advertise_address: None,
         }
     }
 
@@ -120,10 +129,7 @@ impl ServerConfig {
         let allocations = allocation::Allocations::new(store.clone(), self.allocation_config())
             .map_err(|e| ServerError::Config(e.to_string()))?;
         let resources = Arc::new(Resources::new(store.clone(), Kinds::builtin(), allocations));
-        resources
-            .bootstrap()
-            .await
-            .map_err(ServerError::Bootstrap)?;
+        // Bound before bootstrapping: the `kubernetes` Service needs the port.
         let listener =
             TcpListener::bind(self.listen)
                 .await
@@ -135,7 +141,19 @@ impl ServerConfig {
             addr: self.listen,
             source,
         })?;
+        resources
+            .bootstrap()
+            .await
+            .map_err(ServerError::Bootstrap)?;
+        if std::env::var_os("SKIFF_NO_APISERVER_SVC").is_none() { resources
+            .ensure_kubernetes_service(
+                local_addr.port(),
+                apiserver_service::endpoint_address(local_addr.ip(), self.advertise_address),
+            )
+            .await
+            .map_err(ServerError::Bootstrap)?; }
         let compactor = spawn_compactor(&store, self.compaction.clone());
+        let namespace_finisher = tokio::spawn(resources.clone().run_namespace_finisher());
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let state = routes::AppState {
             resources: resources.clone(),
@@ -151,6 +169,7 @@ impl ServerConfig {
             router: routes::router(state),
             resources,
             compactor,
+            namespace_finisher,
             shutdown_tx,
         })
     }
@@ -192,6 +211,7 @@ pub struct Server {
     router: axum::Router,
     resources: Arc<Resources>,
     compactor: tokio::task::JoinHandle<()>,
+    namespace_finisher: tokio::task::JoinHandle<()>,
     shutdown_tx: tokio::sync::watch::Sender<bool>,
 }
 
@@ -222,6 +242,7 @@ impl Server {
             router,
             resources,
             compactor,
+            namespace_finisher,
             shutdown_tx,
         } = self;
         let span = tracing::info_span!("api_server", %local_addr);
@@ -237,7 +258,12 @@ impl Server {
             .instrument(span)
             .await
             .map_err(ServerError::Serve);
-        compactor.abort();
+        // Background tasks hold the store: wait until they are gone so a
+        // durable store can be reopened as soon as this returns.
+        for task in [compactor, namespace_finisher] {
+            task.abort();
+            let _cancelled = task.await;
+        }
         drop(resources);
         result
     }

@@ -7,8 +7,11 @@
 //! retried from a fresh read unless the client pinned a resourceVersion,
 //! in which case it gets `409 Conflict`.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use serde_json::{Value, json};
 
@@ -16,6 +19,7 @@ use super::allocation::{
     AllocationError, Allocations, Change, Held, carry_service_allocations, node_holdings,
     service_holdings,
 };
+use super::deletion::{self, DeleteContext, DeleteOptions, DeletePlan, Propagation};
 use super::error::ApiError;
 use super::meta::{self, CreateStamp};
 use super::patch::{self, PatchKind};
@@ -30,10 +34,16 @@ use crate::validation::{self, FieldError};
 const MAX_UPDATE_ATTEMPTS: usize = 16;
 /// Attempts to find a free `generateName` name.
 const MAX_GENERATE_ATTEMPTS: usize = 8;
-/// Passes over a terminating namespace's contents before giving up.
+/// Passes over a terminating namespace's contents in one attempt.
 const MAX_NAMESPACE_PASSES: usize = 5;
-/// Namespaces that always exist and may not be deleted.
-pub const PROTECTED_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
+/// How often namespaces still Terminating (waiting for pods to stop or
+/// finalizers to go) are looked at again, besides when something in them
+/// is removed.
+const NAMESPACE_RETRY: Duration = Duration::from_secs(1);
+/// Namespaces that always exist and may not be deleted (`kube-node-lease`
+/// holds the agents' heartbeat Leases, as in Kubernetes).
+pub const PROTECTED_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// Which part of an object a write addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,6 +88,10 @@ pub struct Resources {
     store: Arc<dyn Store>,
     kinds: Kinds,
     allocations: Allocations,
+    /// Namespaces marked Terminating whose contents are not all gone yet.
+    terminating_namespaces: Mutex<BTreeSet<String>>,
+    /// Wakes [`Resources::run_namespace_finisher`].
+    namespace_work: tokio::sync::Notify,
 }
 
 fn decode_kv(kind: &KindInfo, kv: &KeyValue) -> Result<Value, ApiError> {
@@ -147,6 +161,8 @@ impl Resources {
             store,
             kinds,
             allocations,
+            terminating_namespaces: Mutex::new(BTreeSet::new()),
+            namespace_work: tokio::sync::Notify::new(),
         }
     }
 
@@ -354,6 +370,9 @@ impl Resources {
                 timestamp: now_rfc3339(),
             },
         );
+        let object = kind
+            .prepare_create(object)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
         let errors = kind.validate(&object);
         if !errors.is_empty() {
             return Err(ApiError::invalid(kind, &name, errors));
@@ -469,6 +488,23 @@ impl Resources {
             } else {
                 (new, Change::default())
             };
+            if deletion::removed_by_update(&current, &new) && !kind.is::<Namespace>() {
+                // The last finalizer of an object being deleted is gone:
+                // the update is its removal.
+                self.allocations.abort(change).await;
+                match self.store.delete(&key, Some(kv.mod_revision)).await {
+                    Ok((_, revision)) => {
+                        self.removed(kind, namespace, name, &current).await;
+                        meta::set_resource_version(&mut new, revision);
+                        return Ok(Written {
+                            object: new,
+                            warnings,
+                        });
+                    }
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(error) => return Err(ApiError::from_store(kind, name, error)),
+                }
+            }
             if meta::same_object(&current, &new) {
                 // Kubernetes writes nothing for a no-op update, so the
                 // resourceVersion does not move and watchers see nothing.
@@ -494,6 +530,10 @@ impl Resources {
                         ?subresource,
                         "updated"
                     );
+                    if kind.is::<Namespace>() && deletion::is_terminating(&new) {
+                        // Its finalizers may just have been removed.
+                        self.finish_namespace_later(name);
+                    }
                     return Ok(Written {
                         object: new,
                         warnings,
@@ -573,35 +613,48 @@ impl Resources {
             // Status writes keep the generation; carry nothing else.
             meta::clear_resource_version(&mut new);
         }
-        let errors = match subresource {
+        let mut errors = match subresource {
             // Binding sets spec.nodeName, which a pod update may not change.
             Subresource::Binding => kind.validate(&new),
             _ => kind.validate_update(current, &new),
         };
+        errors.extend(deletion::check_finalizers_update(current, &new));
         if !errors.is_empty() {
             return Err(ApiError::invalid(kind, name, errors));
         }
         Ok((new, warnings))
     }
 
-    /// Deletes an object; deleting a Namespace deletes its contents first.
-    /// Returns the object as it was last stored.
+    /// Deletes an object as Kubernetes does (see [`deletion`]): at once, or
+    /// by marking it terminating (a bound pod's grace period, finalizers,
+    /// foreground propagation). Deleting a Namespace deletes its contents
+    /// first. Returns the object as last stored (the terminating form if it
+    /// stays) and warnings for the client.
     ///
     /// # Errors
-    /// 404, 409 (failed precondition), 403 (protected namespace).
+    /// 404, 409 (failed precondition), 403 (protected namespace), 400
+    /// (dry run).
     #[tracing::instrument(level = "debug", skip_all, fields(kind = kind.kind, namespace, name))]
     pub async fn delete(
         &self,
         kind: &KindInfo,
         namespace: Option<&str>,
         name: &str,
-        preconditions: &Preconditions,
-    ) -> Result<Value, ApiError> {
-        if kind.is::<Namespace>() {
-            return self.delete_namespace(name, preconditions).await;
+        options: &DeleteOptions,
+    ) -> Result<Written, ApiError> {
+        if options.dry_run {
+            return Err(ApiError::bad_request(
+                "dryRun is not supported by this server",
+            ));
         }
-        self.delete_object(kind, namespace, name, preconditions)
-            .await
+        if kind.is::<Namespace>() {
+            let object = self.delete_namespace(name, &options.preconditions).await?;
+            return Ok(Written {
+                object,
+                warnings: Vec::new(),
+            });
+        }
+        self.delete_object(kind, namespace, name, options).await
     }
 
     async fn delete_object(
@@ -609,37 +662,194 @@ impl Resources {
         kind: &KindInfo,
         namespace: Option<&str>,
         name: &str,
-        preconditions: &Preconditions,
-    ) -> Result<Value, ApiError> {
+        options: &DeleteOptions,
+    ) -> Result<Written, ApiError> {
         let key = kind.key(namespace, name);
+        let mut warnings = Vec::new();
+        if kind.is::<Job>() && options.propagation.is_none() {
+            warnings.push(deletion::JOB_ORPHAN_WARNING.to_owned());
+        }
         for _ in 0..MAX_UPDATE_ATTEMPTS {
-            let current = self.get(kind, namespace, name).await?;
-            let current_rv = meta::requested_resource_version(&current)
-                .ok()
-                .flatten()
-                .unwrap_or_default();
-            check_preconditions(kind, name, &current, current_rv, preconditions)?;
-            match self.store.delete(&key, Some(current_rv)).await {
-                Ok((kv, revision)) => {
-                    let object = decode_kv(kind, &kv)?;
-                    if let Err(error) = self
-                        .allocations
-                        .release(&self.holdings(kind, &object))
+            let (kv, _) = self.store.get(&key).await?;
+            let Some(kv) = kv else {
+                return Err(ApiError::not_found(kind, name));
+            };
+            let current = decode_kv(kind, &kv)?;
+            check_preconditions(
+                kind,
+                name,
+                &current,
+                kv.mod_revision,
+                &options.preconditions,
+            )?;
+            let uid = meta::meta_str(&current, "uid")
+                .unwrap_or_default()
+                .to_owned();
+            let propagation = deletion::effective_propagation(
+                &current,
+                options.propagation,
+                kind.default_propagation,
+            );
+            let has_dependents = propagation == Propagation::Foreground
+                && !self.dependents(kind, namespace, &uid).await?.is_empty();
+            let ctx = DeleteContext {
+                now: chrono::Utc::now(),
+                graceful_kind: kind.is::<Pod>(),
+                node_exists: self.pod_node_exists(kind, &current).await?,
+                propagation,
+                has_dependents,
+            };
+            let decision = deletion::decide(&current, options, &ctx);
+            if decision.orphan_dependents {
+                self.orphan_dependents(kind, namespace, &uid).await?;
+            }
+            match decision.plan {
+                DeletePlan::Unchanged => {
+                    return Ok(Written {
+                        object: current,
+                        warnings,
+                    });
+                }
+                DeletePlan::Update(mut object) => {
+                    match self
+                        .store
+                        .update(&key, to_bytes(&object)?, Some(kv.mod_revision))
                         .await
                     {
-                        tracing::warn!(%error, kind = kind.kind, name, "allocations of deleted object not released");
+                        Ok(revision) => {
+                            meta::set_resource_version(&mut object, revision);
+                            let grace = object
+                                .pointer("/metadata/deletionGracePeriodSeconds")
+                                .and_then(Value::as_i64);
+                            tracing::debug!(
+                                kind = kind.kind,
+                                namespace,
+                                name,
+                                revision,
+                                grace,
+                                finalizers = ?deletion::finalizers_of(&object),
+                                "terminating"
+                            );
+                            return Ok(Written { object, warnings });
+                        }
+                        Err(StoreError::Conflict { .. }) => {}
+                        Err(error) => return Err(ApiError::from_store(kind, name, error)),
                     }
-                    tracing::debug!(kind = kind.kind, namespace, name, revision, "deleted");
-                    return Ok(object);
                 }
-                Err(StoreError::Conflict { .. }) => {}
-                Err(error) => return Err(ApiError::from_store(kind, name, error)),
+                DeletePlan::Remove => match self.store.delete(&key, Some(kv.mod_revision)).await {
+                    Ok((kv, revision)) => {
+                        let object = decode_kv(kind, &kv)?;
+                        self.removed(kind, namespace, name, &object).await;
+                        tracing::debug!(kind = kind.kind, namespace, name, revision, "deleted");
+                        return Ok(Written { object, warnings });
+                    }
+                    Err(StoreError::Conflict { .. }) => {}
+                    Err(error) => return Err(ApiError::from_store(kind, name, error)),
+                },
             }
         }
         Err(ApiError::conflict(kind, name))
     }
 
-    /// Deletes the objects of a collection passing `filter`; returns them.
+    /// Bookkeeping after an object left the store: its allocations are
+    /// released and a namespace waiting for it to go is looked at again.
+    async fn removed(&self, kind: &KindInfo, namespace: Option<&str>, name: &str, object: &Value) {
+        if let Err(error) = self.allocations.release(&self.holdings(kind, object)).await {
+            tracing::warn!(%error, kind = kind.kind, name, "allocations of deleted object not released");
+        }
+        if let Some(ns) = namespace
+            && self
+                .terminating_namespaces
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(ns)
+        {
+            self.namespace_work.notify_one();
+        }
+    }
+
+    /// Whether a bound pod's node exists (`true` for anything else): a pod
+    /// whose node is gone has nobody to stop it gracefully.
+    async fn pod_node_exists(&self, kind: &KindInfo, object: &Value) -> Result<bool, ApiError> {
+        let node = object
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty());
+        match (kind.is::<Pod>(), node, self.kinds.of::<Node>()) {
+            (true, Some(node), Some(nodes)) => {
+                let (kv, _) = self.store.get(&nodes.key(None, node)).await?;
+                Ok(kv.is_some())
+            }
+            _ => Ok(true),
+        }
+    }
+
+    /// The objects naming `owner_uid` in their ownerReferences: in the
+    /// owner's namespace for a namespaced owner, anywhere for a
+    /// cluster-scoped one.
+    async fn dependents(
+        &self,
+        owner_kind: &KindInfo,
+        namespace: Option<&str>,
+        owner_uid: &str,
+    ) -> Result<Vec<(Arc<KindInfo>, Value)>, ApiError> {
+        let mut found = Vec::new();
+        if owner_uid.is_empty() {
+            return Ok(found);
+        }
+        for kind in self.kinds.iter() {
+            let scope = if owner_kind.namespaced {
+                if !kind.namespaced {
+                    continue;
+                }
+                namespace
+            } else {
+                None
+            };
+            let (items, _) = self.list(kind, scope, &ObjectFilter::default()).await?;
+            found.extend(
+                items
+                    .into_iter()
+                    .filter(|item| deletion::is_owned_by(item, owner_uid))
+                    .map(|item| (kind.clone(), item)),
+            );
+        }
+        Ok(found)
+    }
+
+    /// `Orphan` propagation: removes every dependent's ownerReferences to
+    /// the owner.
+    async fn orphan_dependents(
+        &self,
+        owner_kind: &KindInfo,
+        namespace: Option<&str>,
+        owner_uid: &str,
+    ) -> Result<(), ApiError> {
+        for (kind, dependent) in self.dependents(owner_kind, namespace, owner_uid).await? {
+            let name = meta::name_of(&dependent).to_owned();
+            let result = self
+                .guaranteed_update(
+                    &kind,
+                    meta::namespace_of(&dependent),
+                    &name,
+                    Subresource::Main,
+                    WriteOptions::default(),
+                    |current| Ok(deletion::without_owner(current, owner_uid)),
+                )
+                .await;
+            match result {
+                Ok(_) | Err(ApiError::NotFound { .. }) => {
+                    tracing::debug!(kind = kind.kind, name, owner_uid, "orphaned");
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the objects of a collection passing `filter` (each with
+    /// `options`, without preconditions); returns them as they were left
+    /// (removed, or terminating).
     ///
     /// # Errors
     /// Store failures; objects deleted concurrently are skipped.
@@ -648,7 +858,17 @@ impl Resources {
         kind: &KindInfo,
         namespace: Option<&str>,
         filter: &ObjectFilter,
+        options: &DeleteOptions,
     ) -> Result<Vec<Value>, ApiError> {
+        if options.dry_run {
+            return Err(ApiError::bad_request(
+                "dryRun is not supported by this server",
+            ));
+        }
+        let options = DeleteOptions {
+            preconditions: Preconditions::default(),
+            ..options.clone()
+        };
         let (items, _) = self.list(kind, namespace, filter).await?;
         let mut deleted = Vec::with_capacity(items.len());
         for item in items {
@@ -656,24 +876,13 @@ impl Resources {
             // Namespaces are not namespaced, so a collection delete inside a
             // namespace never recurses into the namespace cascade.
             let deleted_one = if kind.is::<Namespace>() {
-                Box::pin(self.delete(
-                    kind,
-                    ns.as_deref(),
-                    meta::name_of(&item),
-                    &Preconditions::default(),
-                ))
-                .await
+                Box::pin(self.delete(kind, ns.as_deref(), meta::name_of(&item), &options)).await
             } else {
-                self.delete_object(
-                    kind,
-                    ns.as_deref(),
-                    meta::name_of(&item),
-                    &Preconditions::default(),
-                )
-                .await
+                self.delete_object(kind, ns.as_deref(), meta::name_of(&item), &options)
+                    .await
             };
             match deleted_one {
-                Ok(object) => deleted.push(object),
+                Ok(written) => deleted.push(written.object),
                 Err(ApiError::NotFound { .. }) => {}
                 Err(other) => return Err(other),
             }
@@ -695,15 +904,25 @@ impl Resources {
                 subject: Some(super::error::Subject::resource(&ns_kind, name)),
             });
         }
-        let current = self.get(&ns_kind, None, name).await?;
-        let current_rv = meta::requested_resource_version(&current)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        check_preconditions(&ns_kind, name, &current, current_rv, preconditions)?;
+        let (kv, _) = self.store.get(&ns_kind.key(None, name)).await?;
+        let Some(kv) = kv else {
+            return Err(ApiError::not_found(&ns_kind, name));
+        };
+        let current = decode_kv(&ns_kind, &kv)?;
+        check_preconditions(&ns_kind, name, &current, kv.mod_revision, preconditions)?;
         let terminating = self.mark_terminating(&ns_kind, name).await?;
-        self.finalize_namespace(&ns_kind, name).await?;
+        if !self.finalize_namespace(&ns_kind, name).await? {
+            self.finish_namespace_later(name);
+        }
         Ok(terminating)
+    }
+
+    fn finish_namespace_later(&self, name: &str) {
+        self.terminating_namespaces
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_owned());
+        self.namespace_work.notify_one();
     }
 
     /// Sets `status.phase: Terminating` and `deletionTimestamp` (once).
@@ -738,32 +957,107 @@ impl Resources {
         Err(ApiError::conflict(ns_kind, name))
     }
 
-    /// Deletes everything in a terminating namespace, then the namespace.
+    /// Deletes everything in a terminating namespace, then (once nothing is
+    /// left and it has no finalizers) the namespace. Returns whether the
+    /// namespace is gone; it stays while pods are stopping or objects wait
+    /// for finalizers.
     #[tracing::instrument(level = "debug", skip(self, ns_kind))]
-    async fn finalize_namespace(&self, ns_kind: &KindInfo, name: &str) -> Result<(), ApiError> {
+    async fn finalize_namespace(&self, ns_kind: &KindInfo, name: &str) -> Result<bool, ApiError> {
+        let mut remaining = 0usize;
         for _ in 0..MAX_NAMESPACE_PASSES {
-            let mut found = 0usize;
+            let mut before = 0usize;
+            remaining = 0;
             for kind in self.kinds.iter().filter(|k| k.namespaced) {
-                let deleted = self
-                    .delete_collection(kind, Some(name), &ObjectFilter::default())
+                let touched = self
+                    .delete_collection(
+                        kind,
+                        Some(name),
+                        &ObjectFilter::default(),
+                        &DeleteOptions::background(),
+                    )
                     .await?;
-                found += deleted.len();
+                before += touched.len();
+                let (left, _) = self
+                    .list(kind, Some(name), &ObjectFilter::default())
+                    .await?;
+                remaining += left.len();
             }
-            if found == 0 {
+            // Another pass only helps when this one removed something (and
+            // so may have raced with a controller adding more).
+            if remaining == 0 || remaining == before {
                 break;
             }
+        }
+        if remaining > 0 {
             tracing::debug!(
                 namespace = name,
-                deleted = found,
-                "namespace contents deleted"
+                remaining,
+                "namespace waits for its contents to go"
             );
+            return Ok(false);
         }
-        match self.store.delete(&ns_kind.key(None, name), None).await {
+        let key = ns_kind.key(None, name);
+        let (kv, _) = self.store.get(&key).await?;
+        let Some(kv) = kv else {
+            return Ok(true);
+        };
+        let namespace = decode_kv(ns_kind, &kv)?;
+        if !deletion::finalizers_of(&namespace).is_empty() {
+            tracing::debug!(namespace = name, "namespace waits for its finalizers");
+            return Ok(false);
+        }
+        match self.store.delete(&key, Some(kv.mod_revision)).await {
             Ok(_) | Err(StoreError::NotFound { .. }) => {
                 tracing::info!(namespace = name, "namespace deleted");
-                Ok(())
+                Ok(true)
             }
+            // Changed meanwhile (e.g. a finalizer added): look again later.
+            Err(StoreError::Conflict { .. }) => Ok(false),
             Err(error) => Err(ApiError::from_store(ns_kind, name, error)),
+        }
+    }
+
+    /// Finishes the deletion of namespaces whose contents were still going
+    /// when they were deleted: looks at them again whenever something in
+    /// them is removed, and every [`NAMESPACE_RETRY`]. Runs until the task
+    /// is aborted (the server does so at shutdown).
+    pub async fn run_namespace_finisher(self: Arc<Self>) {
+        let Ok(ns_kind) = self.namespace_kind().cloned() else {
+            return;
+        };
+        loop {
+            let pending: Vec<String> = self
+                .terminating_namespaces
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .cloned()
+                .collect();
+            for name in &pending {
+                let done = match self.finalize_namespace(&ns_kind, name).await {
+                    Ok(done) => done,
+                    Err(error) => {
+                        tracing::warn!(%error, namespace = name.as_str(), "namespace deletion not finished; retrying");
+                        false
+                    }
+                };
+                if done {
+                    self.terminating_namespaces
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(name);
+                }
+            }
+            let idle = self
+                .terminating_namespaces
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_empty();
+            if idle {
+                self.namespace_work.notified().await;
+            } else {
+                let _ = tokio::time::timeout(NAMESPACE_RETRY, self.namespace_work.notified()).await;
+            }
         }
     }
 
@@ -868,6 +1162,11 @@ impl Resources {
             Subresource::Binding,
             WriteOptions::default(),
             |current| match current.pointer("/spec/nodeName").and_then(Value::as_str) {
+                _ if deletion::is_terminating(current) => Err(ApiError::conflict_because(
+                    &kind,
+                    name,
+                    &format!("pod {name} is being deleted, cannot be assigned to a host"),
+                )),
                 Some(bound) if !bound.is_empty() => Err(ApiError::conflict_because(
                     &kind,
                     name,
@@ -916,12 +1215,119 @@ impl Resources {
             if terminating && meta::meta_str(&ns, "deletionTimestamp").is_some() {
                 let name = meta::name_of(&ns).to_owned();
                 tracing::info!(namespace = name.as_str(), "resuming namespace deletion");
-                self.finalize_namespace(&ns_kind, &name).await?;
+                if !self.finalize_namespace(&ns_kind, &name).await? {
+                    self.finish_namespace_later(&name);
+                }
             }
         }
         let services = self.typed_list::<Service>().await?;
         let nodes = self.typed_list::<Node>().await?;
         self.allocations.rebuild(&services, &nodes).await?;
+        Ok(())
+    }
+
+    /// Creates the `kubernetes` Service in `default` if it is missing (its
+    /// ClusterIP the first of the service CIDR), points its port 443 at
+    /// `target_port`, and keeps its EndpointSlice at `endpoint` (removed
+    /// when there is no reachable address). A ClusterIP already taken by
+    /// another Service is logged and left alone, as is a Service the user
+    /// changed in other ways.
+    ///
+    /// # Errors
+    /// Store failures.
+    #[tracing::instrument(level = "info", skip(self))]
+    pub async fn ensure_kubernetes_service(
+        &self,
+        target_port: u16,
+        endpoint: Option<std::net::IpAddr>,
+    ) -> Result<(), ApiError> {
+        use super::apiserver_service::{self as apiserver, NAME, NAMESPACE};
+        let (Some(services), Some(slices)) = (
+            self.kinds.of::<Service>().cloned(),
+            self.kinds
+                .of::<k8s_openapi::api::discovery::v1::EndpointSlice>()
+                .cloned(),
+        ) else {
+            return Ok(());
+        };
+        let Some(cluster_ip) = apiserver::first_address(self.allocations.config().service_cidr)
+        else {
+            tracing::warn!("the service CIDR has no first address; no kubernetes Service");
+            return Ok(());
+        };
+        let desired = apiserver::service(cluster_ip, target_port);
+        // Looked up first: creating it again would fail on its own ClusterIP
+        // before it could fail as already existing.
+        match self.get(&services, Some(NAMESPACE), NAME).await {
+            Ok(current) => {
+                if !apiserver::up_to_date(&current, &desired, &["/spec/ports"]) {
+                    let mut updated = current;
+                    updated["spec"]["ports"] = desired["spec"]["ports"].clone();
+                    self.update(
+                        &services,
+                        Some(NAMESPACE),
+                        NAME,
+                        updated,
+                        Subresource::Main,
+                        WriteOptions::default(),
+                    )
+                    .await?;
+                    tracing::info!(target_port, "kubernetes service port updated");
+                }
+            }
+            Err(ApiError::NotFound { .. }) => match self
+                .create(&services, Some(NAMESPACE), desired, WriteOptions::default())
+                .await
+            {
+                Ok(_) => tracing::info!(%cluster_ip, target_port, "kubernetes service created"),
+                Err(ApiError::Invalid { errors, .. }) => {
+                    tracing::warn!(%cluster_ip, errors = %validation::join_errors(&errors), "kubernetes service not created");
+                    return Ok(());
+                }
+                Err(other) => return Err(other),
+            },
+            Err(other) => return Err(other),
+        }
+        let Some(address) = endpoint else {
+            match self
+                .delete(&slices, Some(NAMESPACE), NAME, &DeleteOptions::background())
+                .await
+            {
+                Ok(_) => tracing::info!("stale kubernetes endpoint slice removed"),
+                Err(ApiError::NotFound { .. }) => {}
+                Err(other) => return Err(other),
+            }
+            return Ok(());
+        };
+        let desired = apiserver::endpoint_slice(address, target_port);
+        match self
+            .create(
+                &slices,
+                Some(NAMESPACE),
+                desired.clone(),
+                WriteOptions::default(),
+            )
+            .await
+        {
+            Ok(_) => tracing::info!(%address, target_port, "kubernetes endpoint slice created"),
+            Err(ApiError::AlreadyExists { .. }) => {
+                let current = self.get(&slices, Some(NAMESPACE), NAME).await?;
+                let owned = ["/addressType", "/endpoints", "/ports", "/metadata/labels"];
+                if !apiserver::up_to_date(&current, &desired, &owned) {
+                    self.update(
+                        &slices,
+                        Some(NAMESPACE),
+                        NAME,
+                        desired,
+                        Subresource::Main,
+                        WriteOptions::default(),
+                    )
+                    .await?;
+                    tracing::info!(%address, target_port, "kubernetes endpoint slice updated");
+                }
+            }
+            Err(other) => return Err(other),
+        }
         Ok(())
     }
 

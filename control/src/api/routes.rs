@@ -25,13 +25,12 @@ use axum::routing::{any, get};
 use serde_json::{Value, json};
 use tracing::Instrument;
 
+use super::deletion::{DeleteOptions, OptionsError};
 use super::discovery;
 use super::error::ApiError;
 use super::patch::PatchKind;
 use super::query::{ObjectFilter, Params};
-use super::resources::{
-    PatchRequest, Preconditions, Resources, ScaleChange, Subresource, WriteOptions, Written,
-};
+use super::resources::{PatchRequest, Resources, ScaleChange, Subresource, WriteOptions, Written};
 use super::watch::{self, Start, WatchSpec};
 use crate::kinds::KindInfo;
 
@@ -315,27 +314,30 @@ fn write_options(params: &Params) -> Result<WriteOptions, ApiError> {
     })
 }
 
-fn preconditions(headers: &HeaderMap, body: &[u8]) -> Result<Preconditions, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Preconditions::default());
-    }
-    let options = decode_body(headers, body)?;
-    let rv = match options
-        .pointer("/preconditions/resourceVersion")
-        .and_then(Value::as_str)
-    {
-        None | Some("") => None,
-        Some(rv) => Some(rv.parse().map_err(|_| {
-            ApiError::bad_request(format!("invalid preconditions.resourceVersion {rv:?}"))
-        })?),
+/// The `DeleteOptions` of a DELETE: its body when there is one, else the
+/// query parameters.
+fn delete_options(
+    headers: &HeaderMap,
+    body: &[u8],
+    query: &BTreeMap<String, String>,
+) -> Result<DeleteOptions, ApiError> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        Some(decode_body(headers, body)?)
     };
-    Ok(Preconditions {
-        uid: options
-            .pointer("/preconditions/uid")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
-        resource_version: rv,
-    })
+    let mut options = DeleteOptions::from_request(body.as_ref(), query).map_err(|e| match e {
+        OptionsError::BadRequest(message) => ApiError::BadRequest(message),
+        OptionsError::Invalid(errors) => ApiError::Invalid {
+            kind: "DeleteOptions".to_owned(),
+            group: "meta.k8s.io".to_owned(),
+            name: String::new(),
+            errors,
+        },
+    })?;
+    // `?dryRun=` on the URL counts whatever the body says.
+    options.dry_run |= query.get("dryRun").is_some_and(|d| !d.is_empty());
+    Ok(options)
 }
 
 async fn dispatch(
@@ -367,9 +369,9 @@ async fn dispatch(
                 Ok(written(StatusCode::CREATED, &created))
             }
             Method::DELETE => {
-                write_options(&params)?;
+                let options = delete_options(headers, &body, query)?;
                 let deleted = resources
-                    .delete_collection(kind, ns, &params.filter)
+                    .delete_collection(kind, ns, &params.filter, &options)
                     .await?;
                 let list = json!({
                     "kind": kind.list_kind(),
@@ -416,11 +418,9 @@ async fn dispatch(
                 Ok(written(StatusCode::OK, &patched))
             }
             Method::DELETE => {
-                write_options(&params)?;
-                let deleted = resources
-                    .delete(kind, ns, name, &preconditions(headers, &body)?)
-                    .await?;
-                Ok(json_response(StatusCode::OK, &deleted, &[]))
+                let options = delete_options(headers, &body, query)?;
+                let deleted = resources.delete(kind, ns, name, &options).await?;
+                Ok(written(StatusCode::OK, &deleted))
             }
             _ => Err(ApiError::MethodNotAllowed),
         },

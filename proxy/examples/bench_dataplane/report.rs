@@ -124,7 +124,12 @@ pub struct Report {
     pub skipped: Vec<Skipped>,
 }
 
-const HEADER: &str = "case           dataplane      what                                            A               B      ratio   target       met";
+fn header() -> String {
+    format!(
+        "{:<14} {:<14} {:<50} {:>15} {:>15} {:>9}   {:<12} met",
+        "case", "dataplane", "what", "A", "B", "ratio", "target"
+    )
+}
 
 fn row(r: &Record) -> String {
     let b = r.b.as_ref().map_or_else(String::new, Figure::show);
@@ -137,7 +142,7 @@ fn row(r: &Record) -> String {
         None => "",
     };
     format!(
-        "{:<14} {:<14} {:<40} {:>15} {:>15} {:>9}   {:<12} {met}",
+        "{:<14} {:<14} {:<50} {:>15} {:>15} {:>9}   {:<12} {met}",
         r.case,
         r.dataplane,
         r.what,
@@ -167,14 +172,15 @@ impl Report {
     /// The summary table on stdout.
     pub fn print(&self) {
         println!();
-        println!("{HEADER}");
-        println!("{}", "-".repeat(HEADER.chars().count()));
+        let header = header();
+        println!("{header}");
+        println!("{}", "-".repeat(header.chars().count()));
         for r in &self.records {
             println!("{}", row(r));
         }
         for s in &self.skipped {
             println!(
-                "{:<14} {:<14} {:<40} skipped: {}",
+                "{:<14} {:<14} {:<50} skipped: {}",
                 s.case, s.dataplane, s.what, s.why
             );
         }

@@ -19,16 +19,24 @@ use skiff_tests::Netns;
 /// Connect and read timeout of one transaction (bounds every wait).
 pub const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// One transaction; returns the time from connect() to the response byte
-/// (the close is not included).
-pub fn exchange(addr: SocketAddrV4) -> std::io::Result<Duration> {
+/// Times of one transaction.
+#[derive(Clone, Copy, Debug)]
+pub struct Exchange {
+    /// From connect() to the response byte.
+    pub response: Duration,
+    /// From connect() to the end of close().
+    pub total: Duration,
+}
+
+/// One transaction.
+pub fn exchange(addr: SocketAddrV4) -> std::io::Result<Exchange> {
     let start = Instant::now();
     let mut stream = TcpStream::connect_timeout(&addr.into(), IO_TIMEOUT)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.write_all(b"q")?;
     let mut byte = [0u8; 1];
     stream.read_exact(&mut byte)?;
-    let took = start.elapsed();
+    let response = start.elapsed();
     setsockopt(
         &stream,
         Linger,
@@ -37,7 +45,11 @@ pub fn exchange(addr: SocketAddrV4) -> std::io::Result<Duration> {
             l_linger: 0,
         },
     )?;
-    Ok(took)
+    drop(stream);
+    Ok(Exchange {
+        response,
+        total: start.elapsed(),
+    })
 }
 
 /// How much one measurement may do: whichever limit comes first.
@@ -47,14 +59,17 @@ pub struct Budget {
     pub max_time: Duration,
 }
 
-/// Connections completed and the wall time they took.
-#[derive(Clone, Copy, Debug)]
+/// Connections completed, the wall time they took, and the time of each
+/// (connect to end of close).
+#[derive(Clone, Debug)]
 pub struct Rate {
     pub conns: usize,
     pub elapsed: Duration,
+    pub each: Vec<Duration>,
 }
 
 impl Rate {
+    /// Throughput: connections per second of wall time.
     pub fn per_sec(&self) -> f64 {
         self.conns as f64 / self.elapsed.as_secs_f64()
     }
@@ -68,15 +83,17 @@ pub fn rate(client: &Netns, targets: &[SocketAddrV4], budget: Budget) -> Result<
     }
     client.run_in(|| {
         let start = Instant::now();
-        let mut conns = 0;
-        while conns < budget.max_conns && start.elapsed() < budget.max_time {
-            let target = targets[conns % targets.len()];
-            exchange(target).with_context(|| format!("connection {conns} to {target}"))?;
-            conns += 1;
+        let mut each = Vec::with_capacity(budget.max_conns.min(100_000));
+        while each.len() < budget.max_conns && start.elapsed() < budget.max_time {
+            let target = targets[each.len() % targets.len()];
+            let x = exchange(target)
+                .with_context(|| format!("connection {} to {target}", each.len()))?;
+            each.push(x.total);
         }
         Ok(Rate {
-            conns,
+            conns: each.len(),
             elapsed: start.elapsed(),
+            each,
         })
     })?
 }
@@ -97,9 +114,9 @@ pub fn latencies(
         let mut samples = Vec::with_capacity(count);
         while samples.len() < count && start.elapsed() < max_time {
             let target = targets[samples.len() % targets.len()];
-            let took = exchange(target)
+            let x = exchange(target)
                 .with_context(|| format!("connection {} to {target}", samples.len()))?;
-            samples.push(took);
+            samples.push(x.response);
         }
         Ok(samples)
     })?

@@ -99,6 +99,7 @@ impl EbpfDataplane {
 
     fn apply(&mut self, ops: &[Op]) -> Result<(usize, usize, usize), EbpfError> {
         let (mut written, mut removed, mut flushed) = (0, 0, 0);
+        let mut dead = Vec::new();
         for op in ops {
             match op {
                 Op::UpsertBackend(b) => {
@@ -121,11 +122,14 @@ impl EbpfDataplane {
                     removed += 1;
                 }
                 Op::RemoveBackend(id) => {
-                    flushed += self.maps.remove_backend(*id)?;
-                    removed += 1;
+                    // Backend removals come last; collected so conntrack is
+                    // walked once per sync.
+                    dead.push(*id);
                 }
             }
         }
+        flushed += self.maps.remove_backends(&dead)?;
+        removed += dead.len();
         Ok((written, removed, flushed))
     }
 }

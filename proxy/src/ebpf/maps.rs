@@ -144,15 +144,27 @@ impl ServiceMaps {
     /// of its flows (they would otherwise keep sending to a dead address).
     /// Returns how many conntrack entries were dropped.
     pub fn remove_backend(&mut self, id: u32) -> Result<usize, EbpfError> {
-        match self.backends.remove(&id) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-            Err(e) => return Err(EbpfError::map(MAP_BACKENDS)(e)),
+        self.remove_backends(&[id])
+    }
+
+    /// [`Self::remove_backend`] for several backends with one walk of the
+    /// conntrack map (a walk costs the whole map, not the ids removed).
+    pub fn remove_backends(&mut self, ids: &[u32]) -> Result<usize, EbpfError> {
+        if ids.is_empty() {
+            return Ok(0);
         }
+        for id in ids {
+            match self.backends.remove(id) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(EbpfError::map(MAP_BACKENDS)(e)),
+            }
+        }
+        let gone: std::collections::HashSet<u32> = ids.iter().copied().collect();
         let stale: Vec<CtKey4> = self
             .conntrack
             .iter()
             .filter_map(Result::ok)
-            .filter(|(_, v)| v.backend_id == id)
+            .filter(|(_, v)| gone.contains(&v.backend_id))
             .map(|(k, _)| k)
             .collect();
         for k in &stale {

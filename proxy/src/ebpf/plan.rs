@@ -64,6 +64,10 @@ pub struct Planner {
     frontends: BTreeMap<Svc4Key, Frontend>,
     backends: BTreeMap<Backend4, u32>,
     next_backend_id: u32,
+    /// Where the search for a free rev-NAT id starts: a rotating cursor
+    /// keeps allocation O(1) amortised (scanning from 1 each time made
+    /// programming 10k services quadratic).
+    next_rev_nat: u16,
 }
 
 /// What a desired frontend wants, before ids are assigned.
@@ -141,6 +145,7 @@ impl Planner {
     pub fn new() -> Self {
         Self {
             next_backend_id: 1,
+            next_rev_nat: 1,
             ..Self::default()
         }
     }
@@ -162,6 +167,9 @@ impl Planner {
             let backend_ids = (1..=entry.count)
                 .filter_map(|slot| services.get(&key.with_slot(slot)).map(|v| v.backend_id))
                 .collect();
+            planner.next_rev_nat = planner
+                .next_rev_nat
+                .max(entry.rev_nat_id.checked_add(1).unwrap_or(1));
             planner.frontends.insert(
                 *key,
                 Frontend {
@@ -200,6 +208,7 @@ impl Planner {
             frontends: BTreeMap::new(),
             backends: BTreeMap::new(),
             next_backend_id: self.next_backend_id,
+            next_rev_nat: self.next_rev_nat.max(1),
         };
         let mut backend_ops = Vec::new();
         let mut service_ops = Vec::new();
@@ -231,10 +240,13 @@ impl Planner {
             let rev_nat_id = match old {
                 Some(f) => f.rev_nat_id,
                 None => {
-                    let id = (1..=u16::MAX)
+                    let start = next.next_rev_nat;
+                    let id = (start..=u16::MAX)
+                        .chain(1..start)
                         .find(|id| !used_rev_nat.contains(id))
                         .ok_or(PlanError::RevNatExhausted)?;
                     used_rev_nat.insert(id);
+                    next.next_rev_nat = id.checked_add(1).unwrap_or(1);
                     id
                 }
             };

@@ -90,15 +90,13 @@ async fn deployment_of_six_spreads_two_per_node() {
         .items;
     assert_eq!(rss.len(), 1);
     let rs_uid = rss[0].metadata.uid.clone();
-    assert!(pods.iter().all(
-        |p| {
-            p.metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|r| Some(&r.uid) == rs_uid.as_ref() && r.controller == Some(true))
-        }
-    ));
+    assert!(pods.iter().all(|p| {
+        p.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|r| Some(&r.uid) == rs_uid.as_ref() && r.controller == Some(true))
+    }));
     assert!(
         rss[0]
             .metadata
@@ -376,7 +374,10 @@ async fn a_node_renewing_only_its_lease_stays_ready() {
     }))
     .expect("node");
     let nodes = Api::<Node>::all(cluster.client.clone());
-    nodes.create(&PostParams::default(), &node).await.expect("create node");
+    nodes
+        .create(&PostParams::default(), &node)
+        .await
+        .expect("create node");
     let leases = Api::<Lease>::namespaced(cluster.client.clone(), "kube-node-lease");
     let lease = |now: String| -> Lease {
         serde_json::from_value(json!({
@@ -387,18 +388,31 @@ async fn a_node_renewing_only_its_lease_stays_ready() {
         .expect("lease")
     };
     leases
-        .create(&PostParams::default(), &lease(k8s_openapi::jiff::Timestamp::now().to_string()))
+        .create(
+            &PostParams::default(),
+            &lease(k8s_openapi::jiff::Timestamp::now().to_string()),
+        )
         .await
         .expect("create lease");
     let renew = |leases: Api<Lease>| async move {
-        let now = k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+        let now = k8s_openapi::jiff::Timestamp::now()
+            .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string();
         leases
-            .patch("leaser", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"renewTime": now}})))
+            .patch(
+                "leaser",
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"spec": {"renewTime": now}})),
+            )
             .await
             .expect("renew lease");
     };
     let ready_status = |node: &Node| {
-        node.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == "Ready")).map(|c| c.status.clone())
+        node.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+            .map(|c| c.status.clone())
     };
     // Twice the grace period on Lease renewals alone: still Ready.
     let until = Instant::now() + 2 * GRACE;
@@ -413,7 +427,11 @@ async fn a_node_renewing_only_its_lease_stays_ready() {
     cluster
         .eventually("leaser goes unknown", || async {
             let n = nodes.get("leaser").await.map_err(|e| e.to_string())?;
-            if ready_status(&n).as_deref() == Some("Unknown") { Ok(()) } else { Err(format!("{:?}", ready_status(&n))) }
+            if ready_status(&n).as_deref() == Some("Unknown") {
+                Ok(())
+            } else {
+                Err(format!("{:?}", ready_status(&n)))
+            }
         })
         .await;
     cluster.stop().await;

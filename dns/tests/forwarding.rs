@@ -119,11 +119,18 @@ async fn start_upstream() -> Upstream {
         catalog,
         seen: seen.clone(),
     });
-    let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
-    let addr = udp.local_addr().expect("addr");
-    let tcp = TcpListener::bind(addr)
-        .await
-        .expect("bind tcp on the same port");
+    // An ephemeral UDP port may be taken for TCP by someone else: retry
+    // with another port rather than fail.
+    let mut pair = None;
+    for _ in 0..50 {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
+        let addr = udp.local_addr().expect("addr");
+        if let Ok(tcp) = TcpListener::bind(addr).await {
+            pair = Some((udp, tcp, addr));
+            break;
+        }
+    }
+    let (udp, tcp, addr) = pair.expect("a port free for both UDP and TCP");
     server.register_socket(udp);
     server.register_listener(tcp, Duration::from_secs(5), 16);
     Upstream { addr, seen, server }

@@ -16,11 +16,13 @@
 //! - `deletion`: graceful deletion, finalizers, propagation (pure);
 //! - `apiserver_service`: the `kubernetes` Service kept at startup;
 //! - `defaults`: per-kind defaulting; `discovery`: discovery documents;
+//! - `table`: `as=Table` output for kubectl's columns;
+//! - `pagination`: `limit`/`continue` list pages (pure);
 //! - `error`: `ApiError` → Kubernetes `Status`.
 //!
 //! Not served: `/openapi/v2` and `/openapi/v3` (404; kubectl then needs
-//! `--validate=false`), `as=Table` output (kubectl prints NAME and AGE),
-//! server-side apply, `dryRun` (400), protobuf, authentication.
+//! `--validate=false`), server-side apply, `dryRun` (400), protobuf,
+//! authentication.
 
 pub mod allocation;
 pub mod apiserver_service;
@@ -29,10 +31,12 @@ pub mod deletion;
 pub mod discovery;
 pub mod error;
 pub mod meta;
+pub mod pagination;
 pub mod patch;
 pub mod query;
 pub mod resources;
 pub mod routes;
+pub mod table;
 pub mod watch;
 
 use std::future::{Future, IntoFuture};
@@ -145,13 +149,13 @@ impl ServerConfig {
             .bootstrap()
             .await
             .map_err(ServerError::Bootstrap)?;
-        if std::env::var_os("SKIFF_NO_APISERVER_SVC").is_none() { resources
+        resources
             .ensure_kubernetes_service(
                 local_addr.port(),
                 apiserver_service::endpoint_address(local_addr.ip(), self.advertise_address),
             )
             .await
-            .map_err(ServerError::Bootstrap)?; }
+            .map_err(ServerError::Bootstrap)?;
         let compactor = spawn_compactor(&store, self.compaction.clone());
         let namespace_finisher = tokio::spawn(resources.clone().run_namespace_finisher());
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);

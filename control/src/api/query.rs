@@ -213,6 +213,10 @@ pub struct Params {
     pub dry_run: bool,
     /// `fieldValidation`.
     pub field_validation: FieldValidation,
+    /// `limit` (list): at most this many items per page; 0 means no limit.
+    pub limit: Option<usize>,
+    /// `continue` (list): the token of the previous page.
+    pub continue_token: Option<String>,
 }
 
 fn parse_bool(name: &str, value: &str) -> Result<bool, ApiError> {
@@ -268,6 +272,19 @@ impl Params {
         }
         if let Some(b) = raw.get("sendInitialEvents") {
             params.send_initial_events = Some(parse_bool("sendInitialEvents", b)?);
+        }
+        if let Some(limit) = raw.get("limit").filter(|l| !l.is_empty()) {
+            params.limit = Some(limit.parse().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "invalid limit {limit:?}: must be a non-negative integer"
+                ))
+            })?);
+        }
+        params.continue_token = raw.get("continue").filter(|c| !c.is_empty()).cloned();
+        if params.continue_token.is_some() && params.resource_version.is_some_and(|rv| rv > 0) {
+            return Err(ApiError::bad_request(
+                "specifying resource version is not allowed when using continue",
+            ));
         }
         params.dry_run = raw.get("dryRun").is_some_and(|d| !d.is_empty());
         if let Some(v) = raw.get("fieldValidation") {

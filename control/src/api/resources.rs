@@ -22,6 +22,7 @@ use super::allocation::{
 use super::deletion::{self, DeleteContext, DeleteOptions, DeletePlan, Propagation};
 use super::error::ApiError;
 use super::meta::{self, CreateStamp};
+use super::pagination;
 use super::patch::{self, PatchKind};
 use super::query::{FieldValidation, ObjectFilter};
 use super::watch::object_of;
@@ -224,6 +225,52 @@ impl Resources {
             }
         }
         Ok((items, revision))
+    }
+
+    /// One page of a list: at most `limit` items after the `continue`
+    /// token's position (see [`super::pagination`]).
+    ///
+    /// # Errors
+    /// 400 for a token that is not ours or not for this collection, 410
+    /// when its revision has been compacted, store failures.
+    pub async fn list_page(
+        &self,
+        kind: &KindInfo,
+        namespace: Option<&str>,
+        filter: &ObjectFilter,
+        limit: Option<usize>,
+        continue_token: Option<&str>,
+    ) -> Result<ListPage, ApiError> {
+        let prefix = kind.prefix(namespace);
+        let token = continue_token
+            .map(|t| {
+                pagination::ContinueToken::decode(t)
+                    .filter(|t| t.start.starts_with(&prefix))
+                    .ok_or_else(|| ApiError::bad_request("continue key is not valid"))
+            })
+            .transpose()?;
+        if let Some(token) = &token
+            && token.rv < self.store.compacted_revision().await?
+        {
+            return Err(ApiError::ContinueExpired);
+        }
+        let (items, revision) = self.list(kind, namespace, filter).await?;
+        let page = pagination::page(
+            items,
+            |item| kind.key(meta::namespace_of(item), meta::name_of(item)),
+            token.as_ref().map(|t| t.start.as_str()),
+            limit,
+        );
+        // Every page reports the first page's revision.
+        let revision = token.as_ref().map_or(revision, |t| t.rv);
+        Ok(ListPage {
+            continue_token: page
+                .next_after
+                .map(|key| pagination::ContinueToken::new(revision, key).encode()),
+            remaining: page.remaining,
+            items: page.items,
+            revision,
+        })
     }
 
     async fn check_namespace_open(
@@ -1340,6 +1387,19 @@ impl Resources {
         let (items, _) = self.list(kind, None, &ObjectFilter::default()).await?;
         items.iter().map(typed).collect()
     }
+}
+
+/// One page of a list.
+#[derive(Clone, Debug)]
+pub struct ListPage {
+    /// The objects.
+    pub items: Vec<Value>,
+    /// The list's resourceVersion (the first page's, on later pages).
+    pub revision: Revision,
+    /// Token for the next page, if more follow.
+    pub continue_token: Option<String>,
+    /// How many matching objects follow this page.
+    pub remaining: usize,
 }
 
 /// A PATCH: its kind (from the Content-Type) and body.

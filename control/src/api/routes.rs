@@ -31,6 +31,7 @@ use super::error::ApiError;
 use super::patch::PatchKind;
 use super::query::{ObjectFilter, Params};
 use super::resources::{PatchRequest, Resources, ScaleChange, Subresource, WriteOptions, Written};
+use super::table::{self as table_output, IncludeObject, TableRequest};
 use super::watch::{self, Start, WatchSpec};
 use crate::kinds::KindInfo;
 
@@ -352,10 +353,22 @@ async fn dispatch(
     let resources = state.resources.as_ref();
     let params = Params::parse(query, kind)?;
     let ns = path.namespace.as_deref();
+    let table = if method == Method::GET && path.subresource.is_none() {
+        table_output::negotiate(headers)?
+            .map(|version| {
+                Ok::<_, ApiError>(TableRequest {
+                    version,
+                    include: IncludeObject::parse(query.get("includeObject").map(String::as_str))?,
+                })
+            })
+            .transpose()?
+    } else {
+        None
+    };
     match (&path.name, path.subresource.as_deref()) {
         (None, _) => match method {
-            Method::GET if params.watch => Ok(watch(state, path, &params, None).await),
-            Method::GET => list(resources, kind, ns, &params.filter).await,
+            Method::GET if params.watch => Ok(watch(state, path, &params, None, table).await),
+            Method::GET => list(resources, kind, ns, &params, table).await,
             Method::POST if kind.namespaced && ns.is_none() => Err(ApiError::MethodNotAllowed),
             Method::POST => {
                 let created = resources
@@ -384,12 +397,25 @@ async fn dispatch(
             _ => Err(ApiError::MethodNotAllowed),
         },
         (Some(name), None) => match method {
-            Method::GET if params.watch => Ok(watch(state, path, &params, Some(name)).await),
-            Method::GET => Ok(json_response(
-                StatusCode::OK,
-                &resources.get(kind, ns, name).await?,
-                &[],
-            )),
+            Method::GET if params.watch => Ok(watch(state, path, &params, Some(name), table).await),
+            Method::GET => {
+                let object = resources.get(kind, ns, name).await?;
+                let body = match table {
+                    None => object,
+                    Some(request) => {
+                        let metadata =
+                            json!({"resourceVersion": object.pointer("/metadata/resourceVersion")});
+                        table_output::render(
+                            kind.kind,
+                            std::slice::from_ref(&object),
+                            metadata,
+                            request,
+                            chrono::Utc::now(),
+                        )
+                    }
+                };
+                Ok(json_response(StatusCode::OK, &body, &[]))
+            }
             Method::PUT => {
                 let updated = resources
                     .update(
@@ -506,18 +532,39 @@ async fn list(
     resources: &Resources,
     kind: &KindInfo,
     namespace: Option<&str>,
-    filter: &ObjectFilter,
+    params: &Params,
+    table: Option<TableRequest>,
 ) -> Result<Response, ApiError> {
-    // `limit` is accepted and ignored: the whole list is returned, with no
-    // `continue` token, which clients treat as the last page.
-    let (items, revision) = resources.list(kind, namespace, filter).await?;
-    let list = json!({
-        "kind": kind.list_kind(),
-        "apiVersion": kind.api_version(),
-        "metadata": {"resourceVersion": revision.to_string()},
-        "items": items,
-    });
-    Ok(json_response(StatusCode::OK, &list, &[]))
+    let page = resources
+        .list_page(
+            kind,
+            namespace,
+            &params.filter,
+            params.limit,
+            params.continue_token.as_deref(),
+        )
+        .await?;
+    let items = page.items;
+    let mut metadata = json!({"resourceVersion": page.revision.to_string()});
+    if let Some(token) = page.continue_token {
+        metadata["continue"] = Value::from(token);
+        // As Kubernetes: only exact without selectors.
+        if params.filter == ObjectFilter::default() {
+            metadata["remainingItemCount"] = Value::from(page.remaining);
+        }
+    }
+    let body = match table {
+        Some(request) => {
+            table_output::render(kind.kind, &items, metadata, request, chrono::Utc::now())
+        }
+        None => json!({
+            "kind": kind.list_kind(),
+            "apiVersion": kind.api_version(),
+            "metadata": metadata,
+            "items": items,
+        }),
+    };
+    Ok(json_response(StatusCode::OK, &body, &[]))
 }
 
 async fn watch(
@@ -525,6 +572,7 @@ async fn watch(
     path: &ResourcePath,
     params: &Params,
     name: Option<&str>,
+    table: Option<TableRequest>,
 ) -> Response {
     let mut filter = params.filter.clone();
     if let Some(name) = name {
@@ -554,6 +602,7 @@ async fn watch(
         start,
         timeout: params.timeout.unwrap_or(state.default_watch_timeout),
         bookmark_every: params.allow_bookmarks.then_some(state.bookmark_interval),
+        table,
     };
     let body: Body = watch::stream(
         state.resources.store().clone(),

@@ -20,6 +20,7 @@ use tracing::Instrument;
 use super::error::ApiError;
 use super::meta;
 use super::query::ObjectFilter;
+use super::table::{self, TableRequest};
 use crate::kinds::KindInfo;
 use crate::store::{Event, EventKind, KeyValue, Revision, Store, StoreError};
 
@@ -163,6 +164,33 @@ pub struct WatchSpec {
     pub timeout: Duration,
     /// Send a BOOKMARK this often (`None`: never).
     pub bookmark_every: Option<Duration>,
+    /// Send each object as a one-row Table (kubectl `get -w`).
+    pub table: Option<TableRequest>,
+}
+
+impl WatchSpec {
+    /// One event line, the object rendered as the client asked.
+    fn line(&self, event_type: EventType, object: &Value) -> Bytes {
+        match self.table {
+            None => event_line(event_type, object),
+            Some(request) => {
+                let metadata = json!({
+                    "resourceVersion": object
+                        .pointer("/metadata/resourceVersion")
+                        .cloned()
+                        .unwrap_or(Value::Null),
+                });
+                let rendered = table::render(
+                    self.kind.kind,
+                    std::slice::from_ref(object),
+                    metadata,
+                    request,
+                    chrono::Utc::now(),
+                );
+                event_line(event_type, &rendered)
+            }
+        }
+    }
 }
 
 /// Starts the watch and returns the streaming response body. The producer
@@ -250,7 +278,7 @@ async fn produce(
                     last = event.revision();
                     match translate(&event, &spec.filter) {
                         Ok(Some((event_type, object))) => {
-                            if tx.send(event_line(event_type, &object)).await.is_err() {
+                            if tx.send(spec.line(event_type, &object)).await.is_err() {
                                 break;
                             }
                         }
@@ -273,11 +301,7 @@ async fn initial_events(
     for kv in &kvs {
         match object_of(kv) {
             Ok(object) if spec.filter.matches(&object) => {
-                if tx
-                    .send(event_line(EventType::Added, &object))
-                    .await
-                    .is_err()
-                {
+                if tx.send(spec.line(EventType::Added, &object)).await.is_err() {
                     break;
                 }
             }

@@ -202,6 +202,31 @@ fn service_row(v: &Value, wide: bool) -> Vec<String> {
     row
 }
 
+/// kubectl's ROLES: `node-role.kubernetes.io/<role>` label keys and the
+/// value of `kubernetes.io/role`.
+fn node_roles(v: &Value) -> String {
+    let mut roles: Vec<&str> = v
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|labels| {
+            labels
+                .iter()
+                .filter_map(
+                    |(k, val)| match k.strip_prefix("node-role.kubernetes.io/") {
+                        Some(role) => Some(role),
+                        None if k == "kubernetes.io/role" => val.as_str(),
+                        None => None,
+                    },
+                )
+                .filter(|r| !r.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    roles.sort_unstable();
+    roles.dedup();
+    or_none(&roles.join(","))
+}
+
 fn node_row(v: &Value, wide: bool) -> Vec<String> {
     let ready = v
         .pointer("/status/conditions")
@@ -218,7 +243,7 @@ fn node_row(v: &Value, wide: bool) -> Vec<String> {
     } else {
         ready.to_owned()
     };
-    let mut row = vec![status, "<none>".into()];
+    let mut row = vec![status, node_roles(v)];
     row.push(or_none(s(v, "/status/nodeInfo/kubeletVersion")));
     if wide {
         let ip = v
@@ -232,8 +257,12 @@ fn node_row(v: &Value, wide: bool) -> Vec<String> {
     row
 }
 
+/// Builds the cells of a kind's columns for one object (`wide`: with the
+/// `-o wide` ones).
+type RowFn = fn(&Value, bool) -> Vec<String>;
+
 /// The columns of `kind` (between NAME and AGE) and a row builder.
-fn columns(kind: &str, wide: bool) -> (Vec<&'static str>, fn(&Value, bool) -> Vec<String>) {
+fn columns(kind: &str, wide: bool) -> (Vec<&'static str>, RowFn) {
     match kind {
         "Pod" => {
             let mut c = vec!["READY", "STATUS", "RESTARTS"];
@@ -315,8 +344,108 @@ fn columns(kind: &str, wide: bool) -> (Vec<&'static str>, fn(&Value, bool) -> Ve
                 },
             ]
         }),
+        "DaemonSet" => (
+            vec![
+                "DESIRED",
+                "CURRENT",
+                "READY",
+                "UP-TO-DATE",
+                "AVAILABLE",
+                "NODE SELECTOR",
+            ],
+            |v, _| {
+                let selector = v
+                    .pointer("/spec/template/spec/nodeSelector")
+                    .and_then(Value::as_object)
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, val)| format!("{k}={}", val.as_str().unwrap_or("")))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .unwrap_or_default();
+                vec![
+                    n(v, "/status/desiredNumberScheduled").to_string(),
+                    n(v, "/status/currentNumberScheduled").to_string(),
+                    n(v, "/status/numberReady").to_string(),
+                    n(v, "/status/updatedNumberScheduled").to_string(),
+                    n(v, "/status/numberAvailable").to_string(),
+                    or_none(&selector),
+                ]
+            },
+        ),
+        "StatefulSet" => (vec!["READY"], |v, _| {
+            vec![format!(
+                "{}/{}",
+                n(v, "/status/readyReplicas"),
+                n(v, "/spec/replicas")
+            )]
+        }),
+        "Job" => (vec!["STATUS", "COMPLETIONS", "DURATION"], |v, _| {
+            job_row(v, Utc::now())
+        }),
+        "ConfigMap" => (vec!["DATA"], |v, _| {
+            let count = |ptr: &str| {
+                v.pointer(ptr)
+                    .and_then(Value::as_object)
+                    .map_or(0, |m| m.len())
+            };
+            vec![(count("/data") + count("/binaryData")).to_string()]
+        }),
+        "Secret" => (vec!["TYPE", "DATA"], |v, _| {
+            let data = v
+                .pointer("/data")
+                .and_then(Value::as_object)
+                .map_or(0, |m| m.len());
+            vec![s(v, "/type").to_owned(), data.to_string()]
+        }),
+        "Lease" => (vec!["HOLDER"], |v, _| {
+            vec![s(v, "/spec/holderIdentity").to_owned()]
+        }),
         _ => (vec![], |_, _| vec![]),
     }
+}
+
+fn job_condition(v: &Value, kind: &str) -> bool {
+    v.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| s(c, "/type") == kind && s(c, "/status") == "True")
+        })
+}
+
+/// kubectl's STATUS, COMPLETIONS and DURATION of a Job.
+fn job_row(v: &Value, now: DateTime<Utc>) -> Vec<String> {
+    let status = [
+        "Complete",
+        "Failed",
+        "Suspended",
+        "FailureTarget",
+        "SuccessCriteriaMet",
+    ]
+    .into_iter()
+    .find(|c| job_condition(v, c))
+    .unwrap_or("Running");
+    let succeeded = n(v, "/status/succeeded");
+    let completions = match v.pointer("/spec/completions").and_then(Value::as_i64) {
+        Some(c) => format!("{succeeded}/{c}"),
+        None => match n(v, "/spec/parallelism") {
+            p if p > 1 => format!("{succeeded}/1 of {p}"),
+            _ => format!("{succeeded}/1"),
+        },
+    };
+    let time = |ptr: &str| {
+        DateTime::parse_from_rfc3339(s(v, ptr))
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    };
+    let duration = match (time("/status/startTime"), time("/status/completionTime")) {
+        (None, _) => String::new(),
+        (Some(start), None) => human_age((now - start).num_seconds()),
+        (Some(start), Some(end)) => human_age((end - start).num_seconds()),
+    };
+    vec![status.to_owned(), completions, duration]
 }
 
 /// A table of `objects` of one `kind`; `with_namespace` adds the
@@ -350,6 +479,360 @@ pub fn table(
         })
         .collect();
     Table { header, rows }
+}
+
+/// The type of a Table column (`columnDefinitions[].type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CellType {
+    /// Shown as is.
+    String,
+    /// A whole number.
+    Integer,
+}
+
+/// One column of the `meta.k8s.io/v1` Table the API server returns for
+/// kubectl's server-side printing, named as kube-apiserver names it
+/// (kubectl upper-cases the names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerColumn {
+    /// `Name`, `Cluster-IP`, `Port(s)`...
+    pub name: &'static str,
+    /// Cell type.
+    pub cell_type: CellType,
+    /// `name` for the object-name column, else empty.
+    pub format: &'static str,
+    /// 0: always shown; 1: only with `-o wide`.
+    pub priority: u8,
+    /// What the column shows.
+    pub description: &'static str,
+}
+
+const fn col(name: &'static str, description: &'static str) -> ServerColumn {
+    ServerColumn {
+        name,
+        cell_type: CellType::String,
+        format: "",
+        priority: 0,
+        description,
+    }
+}
+
+const fn int(name: &'static str, description: &'static str) -> ServerColumn {
+    ServerColumn {
+        cell_type: CellType::Integer,
+        ..col(name, description)
+    }
+}
+
+const fn wide(column: ServerColumn) -> ServerColumn {
+    ServerColumn {
+        priority: 1,
+        ..column
+    }
+}
+
+const NAME: ServerColumn = ServerColumn {
+    format: "name",
+    ..col(
+        "Name",
+        "Name must be unique within a namespace. Cannot be updated.",
+    )
+};
+const AGE: ServerColumn = col(
+    "Age",
+    "CreationTimestamp is a timestamp representing the server time when this object was created.",
+);
+const CONTAINERS: ServerColumn = wide(col(
+    "Containers",
+    "Names of each container in the template.",
+));
+const IMAGES: ServerColumn = wide(col(
+    "Images",
+    "Images referenced by each container in the template.",
+));
+const SELECTOR: ServerColumn = wide(col(
+    "Selector",
+    "Label selector over pods; matching pods are managed by this object.",
+));
+
+/// kube-apiserver's columns for `kind` (kubectl's `get` output): Name
+/// first, Age where kubectl shows it, wide columns last. Unknown kinds get
+/// Name and Age.
+pub fn server_columns(kind: &str) -> Vec<ServerColumn> {
+    match kind {
+        "Pod" => vec![
+            NAME,
+            col(
+                "Ready",
+                "The aggregate readiness state of this pod for accepting traffic.",
+            ),
+            col(
+                "Status",
+                "The aggregate status of the containers in this pod.",
+            ),
+            col(
+                "Restarts",
+                "The number of times the containers in this pod have been restarted.",
+            ),
+            AGE,
+            wide(col("IP", "IP address allocated to the pod.")),
+            wide(col("Node", "Name of the Node this pod is bound to.")),
+            wide(col(
+                "Nominated Node",
+                "Name of the node where the pod is nominated to run.",
+            )),
+            wide(col(
+                "Readiness Gates",
+                "Pod readiness gates and how many of them are true.",
+            )),
+        ],
+        "Service" => vec![
+            NAME,
+            col("Type", "How the service is exposed."),
+            col(
+                "Cluster-IP",
+                "The IP address of the service in the cluster.",
+            ),
+            col("External-IP", "External addresses of the service."),
+            col("Port(s)", "The ports the service exposes."),
+            AGE,
+            wide(col(
+                "Selector",
+                "Route service traffic to pods with labels matching this selector.",
+            )),
+        ],
+        "Deployment" => vec![
+            NAME,
+            col("Ready", "Number of the pod with ready state."),
+            int(
+                "Up-to-date",
+                "Total number of non-terminated pods with the desired template.",
+            ),
+            int("Available", "Total number of available pods."),
+            AGE,
+            CONTAINERS,
+            IMAGES,
+            SELECTOR,
+        ],
+        "ReplicaSet" => vec![
+            NAME,
+            int("Desired", "Number of desired pods."),
+            int("Current", "Number of actual replicas."),
+            int("Ready", "The number of ready replicas."),
+            AGE,
+            CONTAINERS,
+            IMAGES,
+            SELECTOR,
+        ],
+        "Node" => vec![
+            NAME,
+            col("Status", "The status of the node."),
+            col("Roles", "The roles of the node."),
+            AGE,
+            col("Version", "Kubelet version reported by the node."),
+            wide(col("Internal-IP", "List of internal IPs of the node.")),
+            wide(col("External-IP", "List of external IPs of the node.")),
+            wide(col("OS-Image", "OS image reported by the node.")),
+            wide(col(
+                "Kernel-Version",
+                "Kernel version reported by the node.",
+            )),
+            wide(col(
+                "Container-Runtime",
+                "Container runtime and version reported by the node.",
+            )),
+        ],
+        "Namespace" => vec![NAME, col("Status", "The status of the namespace."), AGE],
+        "EndpointSlice" => vec![
+            NAME,
+            col("AddressType", "The type of addresses in this slice."),
+            col("Ports", "The ports of the endpoints of this slice."),
+            col("Endpoints", "The addresses of the endpoints of this slice."),
+            AGE,
+        ],
+        "DaemonSet" => vec![
+            NAME,
+            int("Desired", "The desired number of pods."),
+            int("Current", "The current number of pods."),
+            int("Ready", "The number of pods ready."),
+            int("Up-to-date", "The number of pods updated."),
+            int(
+                "Available",
+                "The number of pods ready for at least minReadySeconds.",
+            ),
+            col(
+                "Node Selector",
+                "Which nodes the pods of the daemon set run on.",
+            ),
+            AGE,
+            CONTAINERS,
+            IMAGES,
+            SELECTOR,
+        ],
+        "StatefulSet" => vec![
+            NAME,
+            col("Ready", "Number of the pod with ready state."),
+            AGE,
+            CONTAINERS,
+            IMAGES,
+        ],
+        "Job" => vec![
+            NAME,
+            col("Status", "Status of the job."),
+            col(
+                "Completions",
+                "The desired number of successfully finished pods the job should be run with.",
+            ),
+            col("Duration", "Time required to complete the job."),
+            AGE,
+            CONTAINERS,
+            IMAGES,
+            SELECTOR,
+        ],
+        "ConfigMap" => vec![NAME, int("Data", "Number of keys."), AGE],
+        "Secret" => vec![
+            NAME,
+            col("Type", "The type of the secret."),
+            int("Data", "Number of keys."),
+            AGE,
+        ],
+        "Lease" => vec![NAME, col("Holder", "The holder of the lease."), AGE],
+        _ => vec![NAME, AGE],
+    }
+}
+
+fn joined(items: impl Iterator<Item = String>) -> String {
+    let items: Vec<String> = items.filter(|i| !i.is_empty()).collect();
+    or_none(&items.join(","))
+}
+
+/// Container names, images and the selector of a workload, for the wide
+/// columns.
+fn workload_wide(v: &Value) -> [String; 3] {
+    let containers = v
+        .pointer("/spec/template/spec/containers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let selector = v
+        .pointer("/spec/selector")
+        .and_then(|sel| serde_json::from_value(sel.clone()).ok())
+        .and_then(|sel| crate::selector::Selector::from_label_selector(&sel).ok())
+        .map(|sel| sel.to_string())
+        .unwrap_or_default();
+    [
+        joined(containers.iter().map(|c| s(c, "/name").to_owned())),
+        joined(containers.iter().map(|c| s(c, "/image").to_owned())),
+        or_none(&selector),
+    ]
+}
+
+fn node_address(v: &Value, kind: &str) -> String {
+    joined(
+        v.pointer("/status/addresses")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|a| s(a, "/type") == kind)
+            .map(|a| s(a, "/address").to_owned()),
+    )
+}
+
+fn readiness_gates(p: &Value) -> String {
+    let gates: Vec<&str> = p
+        .pointer("/spec/readinessGates")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|g| s(g, "/conditionType"))
+        .collect();
+    if gates.is_empty() {
+        return "<none>".into();
+    }
+    let conditions = p
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let met = gates
+        .iter()
+        .filter(|g| {
+            conditions
+                .iter()
+                .any(|c| s(c, "/type") == **g && s(c, "/status") == "True")
+        })
+        .count();
+    format!("{met}/{}", gates.len())
+}
+
+/// The cells of one object under [`server_columns`] (same order and
+/// count), as strings.
+pub fn server_cells(kind: &str, v: &Value, now: DateTime<Utc>) -> Vec<String> {
+    let name = s(v, "/metadata/name").to_owned();
+    let age = age(v, now);
+    let (_, base_row) = columns(kind, false);
+    match kind {
+        "Pod" => {
+            let r = pod_row(v, true);
+            let nominated = or_none(s(v, "/status/nominatedNodeName"));
+            vec![
+                name,
+                r[0].clone(),
+                r[1].clone(),
+                r[2].clone(),
+                age,
+                r[3].clone(),
+                r[4].clone(),
+                nominated,
+                readiness_gates(v),
+            ]
+        }
+        "Service" => {
+            let mut r = service_row(v, true);
+            let selector = r.pop().unwrap_or_default();
+            let mut cells = vec![name];
+            cells.extend(r);
+            cells.extend([age, selector]);
+            cells
+        }
+        "Deployment" | "ReplicaSet" | "DaemonSet" | "Job" => {
+            let mut cells = vec![name];
+            cells.extend(base_row(v, false));
+            cells.push(age);
+            cells.extend(workload_wide(v));
+            cells
+        }
+        "StatefulSet" => {
+            let mut cells = vec![name];
+            cells.extend(base_row(v, false));
+            cells.push(age);
+            cells.extend(workload_wide(v).into_iter().take(2));
+            cells
+        }
+        "Node" => {
+            let r = node_row(v, false);
+            let runtime = s(v, "/status/nodeInfo/containerRuntimeVersion");
+            vec![
+                name,
+                r[0].clone(),
+                r[1].clone(),
+                age,
+                r[2].clone(),
+                node_address(v, "InternalIP"),
+                node_address(v, "ExternalIP"),
+                or_none(s(v, "/status/nodeInfo/osImage")),
+                or_none(s(v, "/status/nodeInfo/kernelVersion")),
+                or_none(runtime),
+            ]
+        }
+        "Namespace" | "EndpointSlice" | "ConfigMap" | "Secret" | "Lease" => {
+            let mut cells = vec![name];
+            cells.extend(base_row(v, false));
+            cells.push(age);
+            cells
+        }
+        _ => vec![name, age],
+    }
 }
 
 #[cfg(test)]
@@ -441,5 +924,89 @@ mod tests {
         );
         assert_eq!(t.header, ["NAME", "AGE"]);
         assert_eq!(t.rows[0], ["w", "<unknown>"]);
+    }
+
+    #[test]
+    fn server_tables_follow_kubectl_layout() {
+        for kind in [
+            "Pod",
+            "Service",
+            "Deployment",
+            "ReplicaSet",
+            "Node",
+            "Namespace",
+            "EndpointSlice",
+            "DaemonSet",
+            "StatefulSet",
+            "Job",
+            "ConfigMap",
+            "Secret",
+            "Lease",
+            "Widget",
+        ] {
+            let cells = server_cells(kind, &json!({"metadata": {"name": "x"}}), now());
+            let columns = server_columns(kind);
+            assert_eq!(cells.len(), columns.len(), "{kind}");
+            assert_eq!(columns[0].format, "name");
+            assert!(columns.iter().any(|c| c.name == "Age"), "{kind}");
+        }
+        let node = json!({"metadata": {"name": "n1", "creationTimestamp": "2026-01-01T00:00:00Z",
+                                       "labels": {"node-role.kubernetes.io/control-plane": "", "kubernetes.io/role": "edge"}},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                       "addresses": [{"type": "InternalIP", "address": "192.0.2.5"}],
+                       "nodeInfo": {"kubeletVersion": "v1.34.0", "osImage": "Debian", "kernelVersion": "6.1",
+                                    "containerRuntimeVersion": "skiff://0.1"}}});
+        let names: Vec<&str> = server_columns("Node").iter().map(|c| c.name).collect();
+        assert_eq!(&names[..5], ["Name", "Status", "Roles", "Age", "Version"]);
+        assert_eq!(
+            server_cells("Node", &node, now()),
+            [
+                "n1",
+                "Ready",
+                "control-plane,edge",
+                "60m",
+                "v1.34.0",
+                "192.0.2.5",
+                "<none>",
+                "Debian",
+                "6.1",
+                "skiff://0.1"
+            ]
+        );
+        let deploy = json!({"metadata": {"name": "web", "creationTimestamp": "2026-01-01T00:59:30Z"},
+            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+                     "template": {"spec": {"containers": [{"name": "a", "image": "nginx:1.27"}, {"name": "b", "image": "envoy"}]}}},
+            "status": {"readyReplicas": 2, "updatedReplicas": 3, "availableReplicas": 2}});
+        assert_eq!(
+            server_cells("Deployment", &deploy, now()),
+            [
+                "web",
+                "2/3",
+                "3",
+                "2",
+                "30s",
+                "a,b",
+                "nginx:1.27,envoy",
+                "app=web"
+            ]
+        );
+        let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}], "nodeName": "n1",
+                                                             "readinessGates": [{"conditionType": "x"}]},
+                         "status": {"phase": "Running", "podIP": "10.244.0.5", "conditions": [{"type": "x", "status": "True"}]}});
+        let cells = server_cells("Pod", &pod, now());
+        assert_eq!(cells[1..4], ["0/1", "Running", "0"]);
+        assert_eq!(cells[5..], ["10.244.0.5", "n1", "<none>", "1/1"]);
+    }
+
+    #[test]
+    fn job_status_completions_and_duration() {
+        let running = json!({"spec": {"completions": 3}, "status": {"succeeded": 1, "startTime": "2026-01-01T00:58:00Z"}});
+        assert_eq!(job_row(&running, now()), ["Running", "1/3", "2m"]);
+        let done = json!({"spec": {"parallelism": 2}, "status": {"succeeded": 1,
+            "startTime": "2026-01-01T00:00:00Z", "completionTime": "2026-01-01T00:00:42Z",
+            "conditions": [{"type": "Complete", "status": "True"}]}});
+        assert_eq!(job_row(&done, now()), ["Complete", "1/1 of 2", "42s"]);
+        let cm = json!({"metadata": {"name": "c", "creationTimestamp": "2026-01-01T00:00:00Z"}, "data": {"a": "1"}, "binaryData": {"b": "eA=="}});
+        assert_eq!(server_cells("ConfigMap", &cm, now()), ["c", "2", "60m"]);
     }
 }

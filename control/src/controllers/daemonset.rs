@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, future};
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{
-    Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodTemplateSpec, Toleration,
+    Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
+    PodTemplateSpec, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
@@ -38,6 +39,7 @@ use super::expectations::Expectations;
 use super::owner::{controller_of, controller_reference};
 use super::podstate::{available_at, is_active, is_available, is_ready};
 use super::template::{generate_name_prefix, pod_from_template};
+use super::{SYNC_RETRY, cache_synced};
 use crate::scheduler::filter::{first_untolerated_taint, node_selector_matches};
 use crate::scheduler::info::NodeFacts;
 use crate::selector::{Selector, SelectorError};
@@ -119,7 +121,9 @@ fn tolerations_of(template: &PodTemplateSpec) -> Vec<Toleration> {
 /// An unparseable `nodeSelector`.
 pub fn should_run(template: &PodTemplateSpec, node: &NodeFacts) -> Result<bool, SelectorError> {
     let spec = template.spec.as_ref();
-    if let Some(map) = spec.and_then(|s| s.node_selector.as_ref()).filter(|m| !m.is_empty())
+    if let Some(map) = spec
+        .and_then(|s| s.node_selector.as_ref())
+        .filter(|m| !m.is_empty())
         && !Selector::from_map(map)?.matches(&node.labels)
     {
         return Ok(false);
@@ -127,7 +131,10 @@ pub fn should_run(template: &PodTemplateSpec, node: &NodeFacts) -> Result<bool, 
     let required = spec
         .and_then(|s| s.affinity.as_ref())
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref());
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
     if required.is_some_and(|r| !node_selector_matches(r, node)) {
         return Ok(false);
     }
@@ -137,7 +144,11 @@ pub fn should_run(template: &PodTemplateSpec, node: &NodeFacts) -> Result<bool, 
 /// The daemon pod template for `node`: pinned by required node affinity
 /// on `metadata.name` (replacing the template's required terms, which the
 /// node already satisfies), daemon tolerations added, revision label set.
-pub fn template_for_node(template: &PodTemplateSpec, node: &str, revision: &str) -> PodTemplateSpec {
+pub fn template_for_node(
+    template: &PodTemplateSpec,
+    node: &str,
+    revision: &str,
+) -> PodTemplateSpec {
     let mut t = template.clone();
     t.metadata
         .get_or_insert_default()
@@ -187,18 +198,28 @@ pub fn target_node(pod: &Pod) -> Option<String> {
 
 /// The template revision of a DaemonSet.
 pub fn revision(ds: &DaemonSet) -> String {
-    pod_template_hash(&ds.spec.template, ds.status.as_ref().and_then(|s| s.collision_count))
+    pod_template_hash(
+        &ds.spec.template,
+        ds.status.as_ref().and_then(|s| s.collision_count),
+    )
 }
 
 fn revision_of(pod: &Pod) -> Option<&str> {
-    pod.metadata.labels.as_ref()?.get(REVISION_HASH_LABEL).map(String::as_str)
+    pod.metadata
+        .labels
+        .as_ref()?
+        .get(REVISION_HASH_LABEL)
+        .map(String::as_str)
 }
 
 /// Plans one DaemonSet against the nodes and its namespace's pods at `now`.
 ///
 /// # Errors
 /// [`PlanError`] for an unusable selector or strategy.
-#[expect(clippy::too_many_lines, reason = "the daemon sync steps read best in one place")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "the daemon sync steps read best in one place"
+)]
 pub fn plan<'a>(
     ds: &DaemonSet,
     nodes: impl IntoIterator<Item = &'a NodeFacts>,
@@ -218,7 +239,7 @@ pub fn plan<'a>(
     let mut by_node: BTreeMap<String, Vec<&Pod>> = BTreeMap::new();
     for pod in pods {
         if pod.metadata.namespace.as_deref().unwrap_or_default() != namespace
-            || !controller_of(&pod.metadata).is_some_and(|r| r.uid == uid)
+            || controller_of(&pod.metadata).is_none_or(|r| r.uid != uid)
             || pod.metadata.deletion_timestamp.is_some()
         {
             continue;
@@ -228,7 +249,8 @@ pub fn plan<'a>(
         }
     }
 
-    let (mut desired, mut scheduled, mut misscheduled, mut ready, mut available, mut updated) = (0, 0, 0, 0, 0, 0);
+    let (mut desired, mut scheduled, mut misscheduled, mut ready, mut available, mut updated) =
+        (0, 0, 0, 0, 0, 0);
     // Nodes whose daemon pod is old, with whether it is available.
     let mut old: Vec<(&Pod, bool)> = Vec::new();
     let mut unavailable = 0;
@@ -240,14 +262,21 @@ pub fn plan<'a>(
         if !runs {
             if !pods.is_empty() {
                 misscheduled += 1;
-                out.delete.extend(pods.iter().map(|p| p.metadata.name.clone().unwrap_or_default()));
+                out.delete.extend(
+                    pods.iter()
+                        .map(|p| p.metadata.name.clone().unwrap_or_default()),
+                );
             }
             continue;
         }
         desired += 1;
         // Failed daemon pods are deleted and replaced.
         let (failed, live): (Vec<&Pod>, Vec<&Pod>) = pods.drain(..).partition(|p| !is_active(p));
-        out.delete.extend(failed.iter().map(|p| p.metadata.name.clone().unwrap_or_default()));
+        out.delete.extend(
+            failed
+                .iter()
+                .map(|p| p.metadata.name.clone().unwrap_or_default()),
+        );
         let mut live = live;
         if live.is_empty() {
             if failed.is_empty() {
@@ -260,9 +289,14 @@ pub fn plan<'a>(
         // Keep the oldest; more than one pod on a node is a mistake.
         live.sort_by(|a, b| {
             let t = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
-            t(a).cmp(&t(b)).then_with(|| a.metadata.name.cmp(&b.metadata.name))
+            t(a).cmp(&t(b))
+                .then_with(|| a.metadata.name.cmp(&b.metadata.name))
         });
-        out.delete.extend(live[1..].iter().map(|p| p.metadata.name.clone().unwrap_or_default()));
+        out.delete.extend(
+            live[1..]
+                .iter()
+                .map(|p| p.metadata.name.clone().unwrap_or_default()),
+        );
         let pod = live[0];
         let is_avail = is_available(pod, min_ready, now);
         if is_ready(pod) {
@@ -286,21 +320,29 @@ pub fn plan<'a>(
     for (node, pods) in &by_node {
         if !seen_nodes.contains(node) {
             misscheduled += 1;
-            out.delete.extend(pods.iter().map(|p| p.metadata.name.clone().unwrap_or_default()));
+            out.delete.extend(
+                pods.iter()
+                    .map(|p| p.metadata.name.clone().unwrap_or_default()),
+            );
         }
     }
 
     // Rolling update: replace old pods, never with more than
     // maxUnavailable daemon pods unavailable at once.
     let strategy = ds.spec.update_strategy.as_ref();
-    if strategy.and_then(|s| s.type_.as_deref()).unwrap_or("RollingUpdate") == "RollingUpdate" {
+    if strategy
+        .and_then(|s| s.type_.as_deref())
+        .unwrap_or("RollingUpdate")
+        == "RollingUpdate"
+    {
         let max_unavailable = strategy
             .and_then(|s| s.rolling_update.as_ref())
             .and_then(|r| r.max_unavailable.clone())
             .unwrap_or(IntOrString::Int(1));
-        let max_unavailable = resolve_int_or_percent(&max_unavailable, desired, true, "maxUnavailable")
-            .map_err(|_| PlanError::MaxUnavailable)?
-            .max(1);
+        let max_unavailable =
+            resolve_int_or_percent(&max_unavailable, desired, true, "maxUnavailable")
+                .map_err(|_| PlanError::MaxUnavailable)?
+                .max(1);
         // Unavailable old pods cost nothing to replace; do them first.
         old.sort_by_key(|(_, avail)| *avail);
         let mut budget = max_unavailable - unavailable;
@@ -311,7 +353,8 @@ pub fn plan<'a>(
                 }
                 budget -= 1;
             }
-            out.delete.push(pod.metadata.name.clone().unwrap_or_default());
+            out.delete
+                .push(pod.metadata.name.clone().unwrap_or_default());
         }
     }
     out.delete.sort();
@@ -345,9 +388,6 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    /// A cache did not finish its first list in time.
-    #[error("daemonset controller: {0} cache not synced")]
-    CacheNotSynced(&'static str),
     /// An API write failed.
     #[error("{action} for daemon set {namespace}/{name}")]
     Write {
@@ -375,12 +415,24 @@ pub struct Context {
 ///
 /// # Errors
 /// [`Error::Preflight`] when DaemonSets, Pods or Nodes cannot be listed.
-pub async fn run(client: Client, shutdown: impl Future<Output = ()> + Send + Sync + 'static) -> Result<(), Error> {
+pub async fn run(
+    client: Client,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), Error> {
     let one = ListParams::default().limit(1);
     let pre = |resource| move |source| Error::Preflight { resource, source };
-    Api::<DaemonSet>::all(client.clone()).list(&one).await.map_err(pre("daemonsets"))?;
-    Api::<Pod>::all(client.clone()).list(&one).await.map_err(pre("pods"))?;
-    Api::<Node>::all(client.clone()).list(&one).await.map_err(pre("nodes"))?;
+    Api::<DaemonSet>::all(client.clone())
+        .list(&one)
+        .await
+        .map_err(pre("daemonsets"))?;
+    Api::<Pod>::all(client.clone())
+        .list(&one)
+        .await
+        .map_err(pre("pods"))?;
+    Api::<Node>::all(client.clone())
+        .list(&one)
+        .await
+        .map_err(pre("nodes"))?;
     let (pod_reader, pod_writer) = reflector::store::<Pod>();
     let (node_reader, node_writer) = reflector::store::<Node>();
     let pods = watcher::watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
@@ -390,26 +442,27 @@ pub async fn run(client: Client, shutdown: impl Future<Output = ()> + Send + Syn
     // Node changes that matter for eligibility (not heartbeats) re-run
     // every DaemonSet.
     let known: Arc<Mutex<HashMap<String, NodeFacts>>> = Arc::default();
-    let node_changes = watcher::watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(node_writer)
-        .filter_map(move |event| {
-            let mut known = known.lock().unwrap_or_else(PoisonError::into_inner);
-            let changed = match event {
-                Ok(Event::Apply(node)) => {
-                    let facts = NodeFacts::from_node(&node);
-                    known.insert(facts.name.clone(), facts.clone()).as_ref() != Some(&facts)
-                }
-                Ok(Event::Delete(node)) => known.remove(&node.name_any()).is_some(),
-                Ok(Event::InitDone) => true,
-                Ok(_) => false,
-                Err(error) => {
-                    warn!(%error, "node watch failed; retrying");
-                    false
-                }
-            };
-            future::ready(changed.then_some(()))
-        });
+    let node_changes =
+        watcher::watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+            .default_backoff()
+            .reflect(node_writer)
+            .filter_map(move |event| {
+                let mut known = known.lock().unwrap_or_else(PoisonError::into_inner);
+                let changed = match event {
+                    Ok(Event::Apply(node)) => {
+                        let facts = NodeFacts::from_node(&node);
+                        known.insert(facts.name.clone(), facts.clone()).as_ref() != Some(&facts)
+                    }
+                    Ok(Event::Delete(node)) => known.remove(&node.name_any()).is_some(),
+                    Ok(Event::InitDone) => true,
+                    Ok(_) => false,
+                    Err(error) => {
+                        warn!(%error, "node watch failed; retrying");
+                        false
+                    }
+                };
+                future::ready(changed.then_some(()))
+            });
     let context = Arc::new(Context {
         client: client.clone(),
         pods: pod_reader,
@@ -430,7 +483,10 @@ pub async fn run(client: Client, shutdown: impl Future<Output = ()> + Send + Syn
         .for_each(|result| {
             match result {
                 Ok((ds, _)) => debug!(daemonset = %ds, "reconciled"),
-                Err(kube::runtime::controller::Error::ReconcilerFailed(..) | kube::runtime::controller::Error::ObjectNotFound(..)) => {}
+                Err(
+                    kube::runtime::controller::Error::ReconcilerFailed(..)
+                    | kube::runtime::controller::Error::ObjectNotFound(..),
+                ) => {}
                 Err(error) => warn!(%error, "daemonset controller queue error"),
             }
             future::ready(())
@@ -443,22 +499,39 @@ pub async fn run(client: Client, shutdown: impl Future<Output = ()> + Send + Syn
 /// Reconciles one DaemonSet.
 ///
 /// # Errors
-/// Cache sync timeout or API failures (retried). Plan errors are logged
+/// API failures (retried). Plan errors are logged
 /// and wait for a change.
 pub async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Error> {
-    for (store_ready, what) in [(ctx.pods.wait_until_ready().await, "pod"), (ctx.nodes.wait_until_ready().await, "node")] {
-        store_ready.map_err(|_| Error::CacheNotSynced(what))?;
+    if !cache_synced(&ctx.pods) || !cache_synced(&ctx.nodes) {
+        return Ok(Action::requeue(SYNC_RETRY));
     }
     let namespace = ds.namespace().unwrap_or_default();
     let name = ds.name_any();
     let uid = ds.uid().unwrap_or_default();
-    let pods: Vec<Arc<Pod>> = ctx.pods.state().into_iter().filter(|p| p.metadata.namespace.as_deref() == Some(namespace.as_str())).collect();
+    let pods: Vec<Arc<Pod>> = ctx
+        .pods
+        .state()
+        .into_iter()
+        .filter(|p| p.metadata.namespace.as_deref() == Some(namespace.as_str()))
+        .collect();
     let has_name = |n: &str| pods.iter().any(|p| p.metadata.name.as_deref() == Some(n));
-    let has_uid = |u: &str| pods.iter().any(|p| p.metadata.uid.as_deref() == Some(u) && p.metadata.deletion_timestamp.is_none());
-    if !ctx.expectations.satisfied(&uid, has_name, has_uid, Instant::now()) {
+    let has_uid = |u: &str| {
+        pods.iter().any(|p| {
+            p.metadata.uid.as_deref() == Some(u) && p.metadata.deletion_timestamp.is_none()
+        })
+    };
+    if !ctx
+        .expectations
+        .satisfied(&uid, has_name, has_uid, Instant::now())
+    {
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
-    let mut nodes: Vec<NodeFacts> = ctx.nodes.state().iter().map(|n| NodeFacts::from_node(n)).collect();
+    let mut nodes: Vec<NodeFacts> = ctx
+        .nodes
+        .state()
+        .iter()
+        .map(|n| NodeFacts::from_node(n))
+        .collect();
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
     let now = Timestamp::now();
     let plan = match plan(&ds, &nodes, pods.iter().map(|p| &**p), now) {
@@ -470,7 +543,12 @@ pub async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, 
     };
     let err = |action: &'static str| {
         let (namespace, name) = (namespace.clone(), name.clone());
-        move |source| Error::Write { action, namespace, name, source }
+        move |source| Error::Write {
+            action,
+            namespace,
+            name,
+            source,
+        }
     };
     let api = Api::<Pod>::namespaced(ctx.client.clone(), &namespace);
     if let Some(reference) = controller_reference(&*ds) {
@@ -478,13 +556,21 @@ pub async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, 
         let post = PostParams::default();
         let results = future::join_all(plan.create.iter().map(|node| {
             let template = template_for_node(&ds.spec.template, node, &rev);
-            let pod = pod_from_template(&template, &namespace, &generate_name_prefix(&name), reference.clone());
+            let pod = pod_from_template(
+                &template,
+                &namespace,
+                &generate_name_prefix(&name),
+                reference.clone(),
+            );
             let api = api.clone();
             let post = post.clone();
             async move { api.create(&post, &pod).await }
         }))
         .await;
-        let created: Vec<String> = results.iter().filter_map(|r| r.as_ref().ok().map(ResourceExt::name_any)).collect();
+        let created: Vec<String> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok().map(ResourceExt::name_any))
+            .collect();
         if !created.is_empty() {
             info!(%namespace, daemonset = %name, count = created.len(), "created daemon pods");
         }
@@ -493,11 +579,19 @@ pub async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, 
             return Err(err("creating pod")(source));
         }
     }
-    let by_name: BTreeMap<&str, &Pod> = pods.iter().filter_map(|p| Some((p.metadata.name.as_deref()?, &**p))).collect();
+    let by_name: BTreeMap<&str, &Pod> = pods
+        .iter()
+        .filter_map(|p| Some((p.metadata.name.as_deref()?, &**p)))
+        .collect();
     for pod_name in &plan.delete {
-        let Some(pod) = by_name.get(pod_name.as_str()) else { continue };
+        let Some(pod) = by_name.get(pod_name.as_str()) else {
+            continue;
+        };
         let dp = DeleteParams {
-            preconditions: Some(Preconditions { uid: pod.metadata.uid.clone(), resource_version: None }),
+            preconditions: Some(Preconditions {
+                uid: pod.metadata.uid.clone(),
+                resource_version: None,
+            }),
             ..Default::default()
         };
         match api.delete(pod_name, &dp).await {
@@ -513,14 +607,20 @@ pub async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, 
     }
     if ds.status.as_ref() != Some(&plan.status) {
         let patch = serde_json::json!({ "status": plan.status });
-        match Api::<DaemonSet>::namespaced(ctx.client.clone(), &namespace).patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match Api::<DaemonSet>::namespaced(ctx.client.clone(), &namespace)
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.is_not_found() => {}
             Err(source) => return Err(err("updating status")(source)),
         }
     }
     Ok(match plan.recheck_at {
-        Some(at) => Action::requeue(Duration::try_from(at.duration_since(now)).unwrap_or_default() + Duration::from_millis(50)),
+        Some(at) => Action::requeue(
+            Duration::try_from(at.duration_since(now)).unwrap_or_default()
+                + Duration::from_millis(50),
+        ),
         None => Action::await_change(),
     })
 }
@@ -534,7 +634,9 @@ fn error_policy(ds: Arc<DaemonSet>, error: &Error, _ctx: Arc<Context>) -> Action
 mod tests {
     use super::*;
     use crate::controllers::testkit::{at, pod_named, set_phase, set_ready, template, web_labels};
-    use k8s_openapi::api::apps::v1::{DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet};
+    use k8s_openapi::api::apps::v1::{
+        DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet,
+    };
     use k8s_openapi::api::core::v1::Taint;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
@@ -548,7 +650,10 @@ mod tests {
                 ..Default::default()
             },
             spec: DaemonSetSpec {
-                selector: LabelSelector { match_labels: Some(web_labels()), ..Default::default() },
+                selector: LabelSelector {
+                    match_labels: Some(web_labels()),
+                    ..Default::default()
+                },
                 template: template(web_labels(), image),
                 ..Default::default()
             },
@@ -570,7 +675,12 @@ mod tests {
 
     fn daemon_pod(d: &DaemonSet, node: &str, name: &str) -> Pod {
         let t = template_for_node(&d.spec.template, node, &revision(d));
-        let mut p = pod_from_template(&t, "default", "agent-", controller_reference(d).expect("ref"));
+        let mut p = pod_from_template(
+            &t,
+            "default",
+            "agent-",
+            controller_reference(d).expect("ref"),
+        );
         p.metadata.name = Some(name.into());
         p.metadata.uid = Some(format!("uid-{name}"));
         p.metadata.creation_timestamp = Some(at(0));
@@ -582,25 +692,47 @@ mod tests {
     fn one_pod_per_eligible_node() {
         let d = ds("agent:1");
         let mut tainted = node("n3");
-        tainted.taints = vec![Taint { key: "dedicated".into(), effect: "NoSchedule".into(), value: None, time_added: None }];
+        tainted.taints = vec![Taint {
+            key: "dedicated".into(),
+            effect: "NoSchedule".into(),
+            value: None,
+            time_added: None,
+        }];
         let nodes = [node("n1"), node("n2"), tainted];
         let p = plan(&d, &nodes, &[daemon_pod(&d, "n1", "a")], at(0).0).expect("plan");
         assert_eq!(p.create, ["n2"]);
         assert!(p.delete.is_empty());
-        assert_eq!((p.status.desired_number_scheduled, p.status.current_number_scheduled), (2, 1));
+        assert_eq!(
+            (
+                p.status.desired_number_scheduled,
+                p.status.current_number_scheduled
+            ),
+            (2, 1)
+        );
     }
 
     #[test]
     fn node_selector_and_daemon_tolerations() {
         let mut d = ds("agent:1");
-        d.spec.template.spec.get_or_insert_default().node_selector = Some([("role".to_owned(), "edge".to_owned())].into());
+        d.spec.template.spec.get_or_insert_default().node_selector =
+            Some([("role".to_owned(), "edge".to_owned())].into());
         let mut edge = node("edge");
         edge.labels.insert("role".into(), "edge".into());
         // Cordoned and unreachable: daemons still belong there.
         edge.unschedulable = true;
         edge.taints = vec![
-            Taint { key: "node.kubernetes.io/unreachable".into(), effect: "NoExecute".into(), value: None, time_added: None },
-            Taint { key: "node.kubernetes.io/unschedulable".into(), effect: "NoSchedule".into(), value: None, time_added: None },
+            Taint {
+                key: "node.kubernetes.io/unreachable".into(),
+                effect: "NoExecute".into(),
+                value: None,
+                time_added: None,
+            },
+            Taint {
+                key: "node.kubernetes.io/unschedulable".into(),
+                effect: "NoSchedule".into(),
+                value: None,
+                time_added: None,
+            },
         ];
         assert!(should_run(&d.spec.template, &edge).expect("valid"));
         assert!(!should_run(&d.spec.template, &node("core")).expect("valid"));
@@ -610,15 +742,37 @@ mod tests {
     fn pods_are_pinned_by_node_affinity_with_tolerations_and_revision() {
         let d = ds("agent:1");
         let t = template_for_node(&d.spec.template, "n7", "rev1");
-        let pod = pod_from_template(&t, "default", "agent-", controller_reference(&d).expect("ref"));
+        let pod = pod_from_template(
+            &t,
+            "default",
+            "agent-",
+            controller_reference(&d).expect("ref"),
+        );
         assert_eq!(target_node(&pod).as_deref(), Some("n7"));
         assert_eq!(revision_of(&pod), Some("rev1"));
         let facts = node("n7");
-        let req = t.spec.as_ref().and_then(|s| s.affinity.as_ref()).and_then(|a| a.node_affinity.as_ref()).and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref()).expect("pinned");
+        let req = t
+            .spec
+            .as_ref()
+            .and_then(|s| s.affinity.as_ref())
+            .and_then(|a| a.node_affinity.as_ref())
+            .and_then(|n| {
+                n.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
+            .expect("pinned");
         assert!(node_selector_matches(req, &facts));
         assert!(!node_selector_matches(req, &node("n8")));
-        let tolerations = t.spec.as_ref().and_then(|s| s.tolerations.clone()).unwrap_or_default();
-        assert!(tolerations.iter().any(|t| t.key.as_deref() == Some("node.kubernetes.io/unreachable")));
+        let tolerations = t
+            .spec
+            .as_ref()
+            .and_then(|s| s.tolerations.clone())
+            .unwrap_or_default();
+        assert!(
+            tolerations
+                .iter()
+                .any(|t| t.key.as_deref() == Some("node.kubernetes.io/unreachable"))
+        );
     }
 
     #[test]
@@ -632,27 +786,39 @@ mod tests {
         let pods = [daemon_pod(&d, "n1", "a"), second, failed, gone];
         let p = plan(&d, &[node("n1"), node("n2")], &pods, at(10).0).expect("plan");
         assert_eq!(p.delete, ["b", "f", "g"]);
-        assert!(p.create.is_empty(), "n2 is recreated once its failed pod is gone");
+        assert!(
+            p.create.is_empty(),
+            "n2 is recreated once its failed pod is gone"
+        );
         assert_eq!(p.status.number_misscheduled, 1);
-        let p = plan(&d, &[node("n1"), node("n2")], &[daemon_pod(&d, "n1", "a")], at(10).0).expect("plan");
+        let p = plan(
+            &d,
+            &[node("n1"), node("n2")],
+            &[daemon_pod(&d, "n1", "a")],
+            at(10).0,
+        )
+        .expect("plan");
         assert_eq!(p.create, ["n2"]);
     }
 
     #[test]
     fn rolling_update_replaces_at_most_max_unavailable_at_a_time() {
         let old = ds("agent:1");
-        let mut pods: Vec<Pod> = ["n1", "n2", "n3"].iter().map(|n| {
-            let mut p = daemon_pod(&old, n, &format!("old-{n}"));
-            set_ready(&mut p, 0);
-            p
-        }).collect();
+        let mut pods: Vec<Pod> = ["n1", "n2", "n3"]
+            .iter()
+            .map(|n| {
+                let mut p = daemon_pod(&old, n, &format!("old-{n}"));
+                set_ready(&mut p, 0);
+                p
+            })
+            .collect();
         let new = ds("agent:2");
         let nodes = [node("n1"), node("n2"), node("n3")];
         let p = plan(&new, &nodes, &pods, at(10).0).expect("plan");
         assert_eq!(p.delete.len(), 1, "maxUnavailable 1");
         assert_eq!(p.status.updated_number_scheduled, Some(0));
         // The replaced node is unavailable until its new pod is ready.
-        pods.retain(|p| !p.metadata.name.as_deref().is_some_and(|n| n == "old-n1"));
+        pods.retain(|p| p.metadata.name.as_deref().is_none_or(|n| n != "old-n1"));
         let p = plan(&new, &nodes, &pods, at(11).0).expect("plan");
         assert_eq!(p.create, ["n1"]);
         assert!(p.delete.is_empty(), "budget used by the missing pod");
@@ -666,12 +832,29 @@ mod tests {
         let mut wide = new.clone();
         wide.spec.update_strategy = Some(DaemonSetUpdateStrategy {
             type_: Some("RollingUpdate".into()),
-            rolling_update: Some(RollingUpdateDaemonSet { max_unavailable: Some(IntOrString::Int(2)), max_surge: None }),
+            rolling_update: Some(RollingUpdateDaemonSet {
+                max_unavailable: Some(IntOrString::Int(2)),
+                max_surge: None,
+            }),
         });
-        assert_eq!(plan(&wide, &nodes, &pods, at(12).0).expect("plan").delete.len(), 2);
+        assert_eq!(
+            plan(&wide, &nodes, &pods, at(12).0)
+                .expect("plan")
+                .delete
+                .len(),
+            2
+        );
         let mut manual = new.clone();
-        manual.spec.update_strategy = Some(DaemonSetUpdateStrategy { type_: Some("OnDelete".into()), rolling_update: None });
-        assert!(plan(&manual, &nodes, &pods, at(12).0).expect("plan").delete.is_empty());
+        manual.spec.update_strategy = Some(DaemonSetUpdateStrategy {
+            type_: Some("OnDelete".into()),
+            rolling_update: None,
+        });
+        assert!(
+            plan(&manual, &nodes, &pods, at(12).0)
+                .expect("plan")
+                .delete
+                .is_empty()
+        );
     }
 
     #[test]
@@ -680,7 +863,13 @@ mod tests {
         let mut ready = daemon_pod(&old, "n1", "ready");
         set_ready(&mut ready, 0);
         let not_ready = daemon_pod(&old, "n2", "not-ready");
-        let p = plan(&ds("agent:2"), &[node("n1"), node("n2")], &[ready, not_ready], at(5).0).expect("plan");
+        let p = plan(
+            &ds("agent:2"),
+            &[node("n1"), node("n2")],
+            &[ready, not_ready],
+            at(5).0,
+        )
+        .expect("plan");
         // n2's pod is unavailable anyway: replacing it uses no budget, but
         // the budget (1) is then already spent by n2 being unavailable.
         assert_eq!(p.delete, ["not-ready"]);

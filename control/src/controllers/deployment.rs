@@ -46,6 +46,7 @@ use tracing::{debug, info, warn};
 use super::expectations::Expectations;
 use super::owner::{controller_of, controller_reference, with_owner, without_owner};
 use super::podstate::{available_at, is_active, is_available, is_ready};
+use super::{SYNC_RETRY, cache_synced};
 use crate::selector::{Selector, SelectorError};
 
 /// Revision annotation on Deployments and their ReplicaSets.
@@ -846,9 +847,6 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    /// A cache did not finish its first list in time.
-    #[error("deployment controller: {0} cache not synced")]
-    CacheNotSynced(&'static str),
     /// An API write failed.
     #[error("{action} for deployment {namespace}/{name}")]
     Write {
@@ -985,7 +983,10 @@ pub async fn run(
         .for_each(|result| {
             match result {
                 Ok((d, _)) => debug!(deployment = %d, "reconciled"),
-                Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
+                Err(
+                    kube::runtime::controller::Error::ReconcilerFailed(..)
+                    | kube::runtime::controller::Error::ObjectNotFound(..),
+                ) => {}
                 Err(error) => warn!(%error, "deployment controller queue error"),
             }
             future::ready(())
@@ -1014,25 +1015,15 @@ fn ignore_not_found<T>(result: Result<T, kube::Error>) -> Result<Option<T>, kube
     }
 }
 
-async fn synced<K>(store: &Store<K>, what: &'static str) -> Result<(), Error>
-where
-    K: kube::Resource + Clone + 'static,
-    K::DynamicType: std::hash::Hash + Eq + Clone,
-{
-    tokio::time::timeout(Duration::from_secs(30), store.wait_until_ready())
-        .await
-        .map_err(|_| Error::CacheNotSynced(what))?
-        .map_err(|_| Error::CacheNotSynced(what))
-}
-
 /// Reconciles one Deployment: plan, then apply the plan through the API.
 ///
 /// # Errors
-/// Cache sync timeout or an API failure (retried). Plan errors (invalid
+/// An API failure (retried). Plan errors (invalid
 /// spec) are logged and wait for the object to change.
 pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action, Error> {
-    synced(&ctx.replica_sets, "replicaset").await?;
-    synced(&ctx.pods, "pod").await?;
+    if !cache_synced(&ctx.replica_sets) || !cache_synced(&ctx.pods) {
+        return Ok(Action::requeue(SYNC_RETRY));
+    }
     let namespace = d.namespace().unwrap_or_default();
     let name = d.name_any();
     let uid = d.uid().unwrap_or_default();

@@ -37,6 +37,7 @@ use super::expectations::Expectations;
 use super::owner::{controller_of, controller_reference, with_owner};
 use super::podstate::{deletion_order, is_active, is_ready};
 use super::template::{generate_name_prefix, pod_from_template};
+use super::{SYNC_RETRY, cache_synced};
 use crate::selector::{Selector, SelectorError};
 
 /// First retry delay after a failed pod (Kubernetes' `DefaultJobPodFailureBackOff`).
@@ -78,10 +79,21 @@ pub struct JobPlan {
 }
 
 fn condition_true(status: &JobStatus, type_: &str) -> bool {
-    status.conditions.iter().flatten().any(|c| c.type_ == type_ && c.status == "True")
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == type_ && c.status == "True")
 }
 
-fn set_condition(conditions: &mut Vec<JobCondition>, type_: &str, status: &str, reason: &str, message: &str, now: Timestamp) {
+fn set_condition(
+    conditions: &mut Vec<JobCondition>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) {
     match conditions.iter_mut().find(|c| c.type_ == type_) {
         Some(c) if c.status == status => {}
         Some(c) => {
@@ -110,7 +122,15 @@ fn finished_at(pod: &Pod) -> Option<Timestamp> {
         .and_then(|s| s.container_statuses.as_ref())
         .into_iter()
         .flatten()
-        .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref().map(|t| t.0))
+        .filter_map(|c| {
+            c.state
+                .as_ref()?
+                .terminated
+                .as_ref()?
+                .finished_at
+                .as_ref()
+                .map(|t| t.0)
+        })
         .max();
     finished.or_else(|| pod.metadata.creation_timestamp.as_ref().map(|t| t.0))
 }
@@ -129,16 +149,31 @@ pub fn backoff(failures: i32) -> Duration {
 ///
 /// # Errors
 /// [`PlanError`] for a malformed or unsupported Job.
-#[expect(clippy::too_many_lines, reason = "the job sync steps read best in one place")]
-pub fn plan<'a>(job: &Job, pods: impl IntoIterator<Item = &'a Pod>, now: Timestamp) -> Result<JobPlan, PlanError> {
+#[expect(
+    clippy::too_many_lines,
+    reason = "the job sync steps read best in one place"
+)]
+pub fn plan<'a>(
+    job: &Job,
+    pods: impl IntoIterator<Item = &'a Pod>,
+    now: Timestamp,
+) -> Result<JobPlan, PlanError> {
     let spec = job.spec.as_ref().ok_or(PlanError::NoSpec)?;
     let uid = job.metadata.uid.as_deref().ok_or(PlanError::NoUid)?;
-    if let Some(mode) = spec.completion_mode.as_deref().filter(|m| *m != "NonIndexed") {
+    if let Some(mode) = spec
+        .completion_mode
+        .as_deref()
+        .filter(|m| *m != "NonIndexed")
+    {
         return Err(PlanError::UnsupportedCompletionMode(mode.to_owned()));
     }
     let namespace = job.metadata.namespace.as_deref().unwrap_or_default();
     // An absent selector (not generated) selects by ownership only.
-    let selector = spec.selector.as_ref().map(Selector::from_label_selector).transpose()?;
+    let selector = spec
+        .selector
+        .as_ref()
+        .map(Selector::from_label_selector)
+        .transpose()?;
     let old = job.status.clone().unwrap_or_default();
     let mut out = JobPlan::default();
 
@@ -153,24 +188,41 @@ pub fn plan<'a>(job: &Job, pods: impl IntoIterator<Item = &'a Pod>, now: Timesta
         match controller_of(&pod.metadata) {
             Some(r) if r.uid == uid => mine.push(pod),
             None if matches && pod.metadata.deletion_timestamp.is_none() => {
-                out.adopt.push(pod.metadata.name.clone().unwrap_or_default());
+                out.adopt
+                    .push(pod.metadata.name.clone().unwrap_or_default());
                 mine.push(pod);
             }
             _ => {}
         }
     }
-    let phase = |p: &Pod| p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+    let phase = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default()
+    };
     let mut active: Vec<&Pod> = mine.iter().copied().filter(|p| is_active(p)).collect();
     let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
-    let succeeded = count(mine.iter().filter(|p| phase(p) == "Succeeded").count()).max(old.succeeded.unwrap_or(0));
+    let succeeded = count(mine.iter().filter(|p| phase(p) == "Succeeded").count())
+        .max(old.succeeded.unwrap_or(0));
     let failed_pods: Vec<&&Pod> = mine.iter().filter(|p| phase(p) == "Failed").collect();
     let failed = count(failed_pods.len()).max(old.failed.unwrap_or(0));
-    let terminating = count(mine.iter().filter(|p| p.metadata.deletion_timestamp.is_some() && !matches!(phase(p).as_str(), "Succeeded" | "Failed")).count());
+    let terminating = count(
+        mine.iter()
+            .filter(|p| {
+                p.metadata.deletion_timestamp.is_some()
+                    && !matches!(phase(p).as_str(), "Succeeded" | "Failed")
+            })
+            .count(),
+    );
 
     let mut conditions = old.conditions.clone().unwrap_or_default();
     let finished = condition_true(&old, "Complete") || condition_true(&old, "Failed");
     let suspended = spec.suspend.unwrap_or(false);
-    let start_time = old.start_time.clone().or_else(|| (!suspended).then(|| Time(now)));
+    let start_time = old
+        .start_time
+        .clone()
+        .or_else(|| (!suspended).then_some(Time(now)));
     let mut completion_time = old.completion_time.clone();
     let parallelism = usize::try_from(spec.parallelism.unwrap_or(1).max(0)).unwrap_or(0);
 
@@ -186,14 +238,35 @@ pub fn plan<'a>(job: &Job, pods: impl IntoIterator<Item = &'a Pod>, now: Timesta
             None => succeeded >= 1 && active.is_empty(),
         };
         if complete {
-            set_condition(&mut conditions, "Complete", "True", "CompletionsReached", "Reached expected number of succeeded pods", now);
+            set_condition(
+                &mut conditions,
+                "Complete",
+                "True",
+                "CompletionsReached",
+                "Reached expected number of succeeded pods",
+                now,
+            );
             completion_time = Some(Time(now));
             stop_all = true;
         } else if failed > spec.backoff_limit.unwrap_or(6) {
-            set_condition(&mut conditions, "Failed", "True", "BackoffLimitExceeded", "Job has reached the specified backoff limit", now);
+            set_condition(
+                &mut conditions,
+                "Failed",
+                "True",
+                "BackoffLimitExceeded",
+                "Job has reached the specified backoff limit",
+                now,
+            );
             stop_all = true;
         } else if deadline.is_some_and(|d| d <= now) && !suspended {
-            set_condition(&mut conditions, "Failed", "True", "DeadlineExceeded", "Job was active longer than specified deadline", now);
+            set_condition(
+                &mut conditions,
+                "Failed",
+                "True",
+                "DeadlineExceeded",
+                "Job was active longer than specified deadline",
+                now,
+            );
             stop_all = true;
         } else if let Some(d) = deadline.filter(|_| !suspended) {
             out.recheck_at = Some(d);
@@ -202,13 +275,33 @@ pub fn plan<'a>(job: &Job, pods: impl IntoIterator<Item = &'a Pod>, now: Timesta
 
     active.sort_by(|a, b| deletion_order(a, b));
     if stop_all || suspended {
-        out.delete = active.iter().map(|p| p.metadata.name.clone().unwrap_or_default()).collect();
+        out.delete = active
+            .iter()
+            .map(|p| p.metadata.name.clone().unwrap_or_default())
+            .collect();
         if suspended && !finished {
-            set_condition(&mut conditions, "Suspended", "True", "JobSuspended", "Job suspended", now);
+            set_condition(
+                &mut conditions,
+                "Suspended",
+                "True",
+                "JobSuspended",
+                "Job suspended",
+                now,
+            );
         }
     } else {
-        if conditions.iter().any(|c| c.type_ == "Suspended" && c.status == "True") {
-            set_condition(&mut conditions, "Suspended", "False", "JobResumed", "Job resumed", now);
+        if conditions
+            .iter()
+            .any(|c| c.type_ == "Suspended" && c.status == "True")
+        {
+            set_condition(
+                &mut conditions,
+                "Suspended",
+                "False",
+                "JobResumed",
+                "Job resumed",
+                now,
+            );
         }
         let remaining = match spec.completions {
             Some(c) => usize::try_from((c - succeeded).max(0)).unwrap_or(0),
@@ -218,10 +311,15 @@ pub fn plan<'a>(job: &Job, pods: impl IntoIterator<Item = &'a Pod>, now: Timesta
         };
         let want = parallelism.min(remaining);
         if active.len() > want {
-            out.delete = active[..active.len() - want].iter().map(|p| p.metadata.name.clone().unwrap_or_default()).collect();
+            out.delete = active[..active.len() - want]
+                .iter()
+                .map(|p| p.metadata.name.clone().unwrap_or_default())
+                .collect();
         } else if active.len() < want {
             let last_failure = failed_pods.iter().filter_map(|p| finished_at(p)).max();
-            let wait_until = last_failure.map(|t| t + SignedDuration::try_from(backoff(failed)).unwrap_or(SignedDuration::MAX));
+            let wait_until = last_failure.map(|t| {
+                t + SignedDuration::try_from(backoff(failed)).unwrap_or(SignedDuration::MAX)
+            });
             match wait_until.filter(|t| *t > now) {
                 Some(t) => out.recheck_at = Some(out.recheck_at.map_or(t, |r| r.min(t))),
                 None => out.create = want - active.len(),
@@ -256,9 +354,6 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    /// The pod cache did not finish its first list in time.
-    #[error("job controller: pod cache not synced")]
-    CacheNotSynced,
     /// An API write failed.
     #[error("{action} for job {namespace}/{name}")]
     Write {
@@ -285,10 +380,25 @@ pub struct Context {
 ///
 /// # Errors
 /// [`Error::Preflight`] when Jobs or Pods cannot be listed at start.
-pub async fn run(client: Client, shutdown: impl Future<Output = ()> + Send + Sync + 'static) -> Result<(), Error> {
+pub async fn run(
+    client: Client,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), Error> {
     let one = ListParams::default().limit(1);
-    Api::<Job>::all(client.clone()).list(&one).await.map_err(|source| Error::Preflight { resource: "jobs", source })?;
-    Api::<Pod>::all(client.clone()).list(&one).await.map_err(|source| Error::Preflight { resource: "pods", source })?;
+    Api::<Job>::all(client.clone())
+        .list(&one)
+        .await
+        .map_err(|source| Error::Preflight {
+            resource: "jobs",
+            source,
+        })?;
+    Api::<Pod>::all(client.clone())
+        .list(&one)
+        .await
+        .map_err(|source| Error::Preflight {
+            resource: "pods",
+            source,
+        })?;
     let (pod_reader, pod_writer) = reflector::store::<Pod>();
     let pods = watcher::watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
         .default_backoff()
@@ -312,7 +422,10 @@ pub async fn run(client: Client, shutdown: impl Future<Output = ()> + Send + Syn
         .for_each(|result| {
             match result {
                 Ok((job, _)) => debug!(job = %job, "reconciled"),
-                Err(kube::runtime::controller::Error::ReconcilerFailed(..) | kube::runtime::controller::Error::ObjectNotFound(..)) => {}
+                Err(
+                    kube::runtime::controller::Error::ReconcilerFailed(..)
+                    | kube::runtime::controller::Error::ObjectNotFound(..),
+                ) => {}
                 Err(error) => warn!(%error, "job controller queue error"),
             }
             future::ready(())
@@ -325,20 +438,31 @@ pub async fn run(client: Client, shutdown: impl Future<Output = ()> + Send + Syn
 /// Reconciles one Job.
 ///
 /// # Errors
-/// Pod cache sync timeout or API failures (retried). Plan errors are
+/// API failures (retried). Plan errors are
 /// logged and wait for a change.
 pub async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error> {
-    tokio::time::timeout(Duration::from_secs(30), ctx.pods.wait_until_ready())
-        .await
-        .map_err(|_| Error::CacheNotSynced)?
-        .map_err(|_| Error::CacheNotSynced)?;
+    if !cache_synced(&ctx.pods) {
+        return Ok(Action::requeue(SYNC_RETRY));
+    }
     let namespace = job.namespace().unwrap_or_default();
     let name = job.name_any();
     let uid = job.uid().unwrap_or_default();
-    let pods: Vec<Arc<Pod>> = ctx.pods.state().into_iter().filter(|p| p.metadata.namespace.as_deref() == Some(namespace.as_str())).collect();
+    let pods: Vec<Arc<Pod>> = ctx
+        .pods
+        .state()
+        .into_iter()
+        .filter(|p| p.metadata.namespace.as_deref() == Some(namespace.as_str()))
+        .collect();
     let has_name = |n: &str| pods.iter().any(|p| p.metadata.name.as_deref() == Some(n));
-    let has_uid = |u: &str| pods.iter().any(|p| p.metadata.uid.as_deref() == Some(u) && p.metadata.deletion_timestamp.is_none());
-    if !ctx.expectations.satisfied(&uid, has_name, has_uid, Instant::now()) {
+    let has_uid = |u: &str| {
+        pods.iter().any(|p| {
+            p.metadata.uid.as_deref() == Some(u) && p.metadata.deletion_timestamp.is_none()
+        })
+    };
+    if !ctx
+        .expectations
+        .satisfied(&uid, has_name, has_uid, Instant::now())
+    {
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
     let now = Timestamp::now();
@@ -351,24 +475,48 @@ pub async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error
     };
     let err = |action: &'static str| {
         let (namespace, name) = (namespace.clone(), name.clone());
-        move |source| Error::Write { action, namespace, name, source }
+        move |source| Error::Write {
+            action,
+            namespace,
+            name,
+            source,
+        }
     };
     let api = Api::<Pod>::namespaced(ctx.client.clone(), &namespace);
-    let by_name: BTreeMap<&str, &Pod> = pods.iter().filter_map(|p| Some((p.metadata.name.as_deref()?, &**p))).collect();
+    let by_name: BTreeMap<&str, &Pod> = pods
+        .iter()
+        .filter_map(|p| Some((p.metadata.name.as_deref()?, &**p)))
+        .collect();
     if let Some(reference) = controller_reference(&*job) {
         for pod_name in &plan.adopt {
-            let Some(pod) = by_name.get(pod_name.as_str()) else { continue };
+            let Some(pod) = by_name.get(pod_name.as_str()) else {
+                continue;
+            };
             let patch = serde_json::json!({"metadata": {"resourceVersion": pod.metadata.resource_version, "ownerReferences": with_owner(&pod.metadata, reference.clone())}});
-            match api.patch(pod_name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            match api
+                .patch(pod_name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
                 Ok(_) | Err(kube::Error::Api(_)) => {}
                 Err(source) => return Err(err("adopting pod")(source)),
             }
         }
         if plan.create > 0 {
-            let pod = pod_from_template(&job.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default(), &namespace, &generate_name_prefix(&name), reference);
+            let pod = pod_from_template(
+                &job.spec
+                    .as_ref()
+                    .map(|s| s.template.clone())
+                    .unwrap_or_default(),
+                &namespace,
+                &generate_name_prefix(&name),
+                reference,
+            );
             let post = PostParams::default();
             let results = future::join_all((0..plan.create).map(|_| api.create(&post, &pod))).await;
-            let created: Vec<String> = results.iter().filter_map(|r| r.as_ref().ok().map(ResourceExt::name_any)).collect();
+            let created: Vec<String> = results
+                .iter()
+                .filter_map(|r| r.as_ref().ok().map(ResourceExt::name_any))
+                .collect();
             info!(%namespace, job = %name, count = created.len(), "created pods");
             ctx.expectations.expect(&uid, created, [], Instant::now());
             if let Some(Err(source)) = results.into_iter().find(Result::is_err) {
@@ -377,9 +525,14 @@ pub async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error
         }
     }
     for pod_name in &plan.delete {
-        let Some(pod) = by_name.get(pod_name.as_str()) else { continue };
+        let Some(pod) = by_name.get(pod_name.as_str()) else {
+            continue;
+        };
         let dp = DeleteParams {
-            preconditions: Some(Preconditions { uid: pod.metadata.uid.clone(), resource_version: None }),
+            preconditions: Some(Preconditions {
+                uid: pod.metadata.uid.clone(),
+                resource_version: None,
+            }),
             ..Default::default()
         };
         match api.delete(pod_name, &dp).await {
@@ -394,14 +547,20 @@ pub async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error
     }
     if job.status.as_ref() != Some(&plan.status) {
         let patch = serde_json::json!({ "status": plan.status });
-        match Api::<Job>::namespaced(ctx.client.clone(), &namespace).patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match Api::<Job>::namespaced(ctx.client.clone(), &namespace)
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.is_not_found() => {}
             Err(source) => return Err(err("updating status")(source)),
         }
     }
     Ok(match plan.recheck_at {
-        Some(at) => Action::requeue(Duration::try_from(at.duration_since(now)).unwrap_or_default() + Duration::from_millis(50)),
+        Some(at) => Action::requeue(
+            Duration::try_from(at.duration_since(now)).unwrap_or_default()
+                + Duration::from_millis(50),
+        ),
         None => Action::await_change(),
     })
 }
@@ -431,7 +590,10 @@ mod tests {
                 completions,
                 parallelism: Some(parallelism),
                 backoff_limit: Some(2),
-                selector: Some(LabelSelector { match_labels: Some(web_labels()), ..Default::default() }),
+                selector: Some(LabelSelector {
+                    match_labels: Some(web_labels()),
+                    ..Default::default()
+                }),
                 template: template(web_labels(), "pi:1"),
                 ..Default::default()
             }),
@@ -451,7 +613,11 @@ mod tests {
         p.status.get_or_insert_default().container_statuses = Some(vec![ContainerStatus {
             name: "c".into(),
             state: Some(ContainerState {
-                terminated: Some(ContainerStateTerminated { finished_at: Some(at(secs)), exit_code: 1, ..Default::default() }),
+                terminated: Some(ContainerStateTerminated {
+                    finished_at: Some(at(secs)),
+                    exit_code: 1,
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
             ..Default::default()
@@ -460,7 +626,11 @@ mod tests {
     }
 
     fn cond<'a>(p: &'a JobPlan, type_: &str) -> Option<&'a JobCondition> {
-        p.status.conditions.iter().flatten().find(|c| c.type_ == type_)
+        p.status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == type_)
     }
 
     #[test]
@@ -486,7 +656,10 @@ mod tests {
         let mut b = owned("b", &j);
         set_phase(&mut b, "Succeeded");
         let p = plan(&j, &[a, b], at(50).0).expect("plan");
-        assert_eq!(cond(&p, "Complete").map(|c| c.status.as_str()), Some("True"));
+        assert_eq!(
+            cond(&p, "Complete").map(|c| c.status.as_str()),
+            Some("True")
+        );
         assert_eq!(p.status.completion_time, Some(at(50)));
         assert_eq!(p.create, 0);
         // A finished job does nothing more.
@@ -522,8 +695,16 @@ mod tests {
         assert_eq!(plan(&j, &one, at(110).0).expect("plan").create, 1);
         let two = [failed_at("f1", &j, 100), failed_at("f2", &j, 120)];
         let p = plan(&j, &two, at(135).0).expect("plan");
-        assert_eq!((p.create, p.recheck_at), (0, Some(at(140).0)), "20 s after the second failure");
-        let three = [failed_at("f1", &j, 100), failed_at("f2", &j, 120), failed_at("f3", &j, 150)];
+        assert_eq!(
+            (p.create, p.recheck_at),
+            (0, Some(at(140).0)),
+            "20 s after the second failure"
+        );
+        let three = [
+            failed_at("f1", &j, 100),
+            failed_at("f2", &j, 120),
+            failed_at("f3", &j, 150),
+        ];
         let p = plan(&j, &three, at(500).0).expect("plan");
         let failed = cond(&p, "Failed").expect("failed");
         assert_eq!(failed.reason.as_deref(), Some("BackoffLimitExceeded"));
@@ -540,13 +721,19 @@ mod tests {
         if let Some(s) = j.spec.as_mut() {
             s.active_deadline_seconds = Some(30);
         }
-        j.status = Some(JobStatus { start_time: Some(at(100)), ..Default::default() });
+        j.status = Some(JobStatus {
+            start_time: Some(at(100)),
+            ..Default::default()
+        });
         let pods = [owned("slow", &j)];
         let p = plan(&j, &pods, at(120).0).expect("plan");
         assert_eq!(p.recheck_at, Some(at(130).0));
         assert!(p.delete.is_empty());
         let p = plan(&j, &pods, at(130).0).expect("plan");
-        assert_eq!(cond(&p, "Failed").and_then(|c| c.reason.as_deref()), Some("DeadlineExceeded"));
+        assert_eq!(
+            cond(&p, "Failed").and_then(|c| c.reason.as_deref()),
+            Some("DeadlineExceeded")
+        );
         assert_eq!(p.delete, ["slow"]);
     }
 
@@ -561,7 +748,10 @@ mod tests {
         assert_eq!(p.delete.len(), 2);
         assert_eq!(p.create, 0);
         assert_eq!(p.status.start_time, None, "a suspended job has not started");
-        assert_eq!(cond(&p, "Suspended").map(|c| c.status.as_str()), Some("True"));
+        assert_eq!(
+            cond(&p, "Suspended").map(|c| c.status.as_str()),
+            Some("True")
+        );
         let mut resumed = j.clone();
         resumed.status = Some(p.status);
         if let Some(s) = resumed.spec.as_mut() {
@@ -569,7 +759,10 @@ mod tests {
         }
         let p = plan(&resumed, &[], at(10).0).expect("plan");
         assert_eq!(p.create, 2);
-        assert_eq!(cond(&p, "Suspended").map(|c| c.status.as_str()), Some("False"));
+        assert_eq!(
+            cond(&p, "Suspended").map(|c| c.status.as_str()),
+            Some("False")
+        );
     }
 
     #[test]
@@ -594,6 +787,9 @@ mod tests {
         if let Some(s) = j.spec.as_mut() {
             s.completion_mode = Some("Indexed".into());
         }
-        assert_eq!(plan(&j, &[], at(0).0), Err(PlanError::UnsupportedCompletionMode("Indexed".into())));
+        assert_eq!(
+            plan(&j, &[], at(0).0),
+            Err(PlanError::UnsupportedCompletionMode("Indexed".into()))
+        );
     }
 }

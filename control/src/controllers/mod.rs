@@ -32,7 +32,9 @@ mod testkit;
 
 use std::future::Future;
 
+use futures::FutureExt;
 use kube::Client;
+use kube::runtime::reflector::Store;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{Instrument, error, info, info_span};
@@ -41,6 +43,24 @@ pub use gc::GcConfig;
 pub use nodelifecycle::NodeLifecycleConfig;
 
 use crate::scheduler::SchedulerConfig;
+
+/// How soon a reconcile that found a cache still filling runs again.
+pub const SYNC_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Whether a reflector store has finished its first list. Reconciles check
+/// this and requeue instead of waiting: the stores are fed by streams
+/// that their own controller polls and stops polling at shutdown, so a
+/// reconcile blocked on one would hold up a graceful shutdown.
+pub fn cache_synced<K>(store: &Store<K>) -> bool
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    store
+        .wait_until_ready()
+        .now_or_never()
+        .is_some_and(|r| r.is_ok())
+}
 
 /// Which controllers to run, and their settings. Plain data.
 #[derive(Debug, Clone)]

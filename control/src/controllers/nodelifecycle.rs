@@ -44,6 +44,7 @@ use kube::{Api, Client, ResourceExt};
 use tracing::{debug, info, warn};
 
 use super::podstate::is_active;
+use super::{SYNC_RETRY, cache_synced};
 use crate::scheduler::filter::tolerates;
 
 /// Taint of a node whose status is unknown (silent).
@@ -121,13 +122,25 @@ fn ready_condition(node: &Node) -> Option<&NodeCondition> {
 /// `lastHeartbeatTime` and its Lease's `renewTime`; the node's creation
 /// time if neither exists.
 pub fn last_heartbeat(node: &Node, lease: Option<&Lease>) -> Option<Timestamp> {
-    let status = ready_condition(node).and_then(|c| c.last_heartbeat_time.as_ref()).map(|t| t.0);
-    let renewed = lease.and_then(|l| l.spec.as_ref()).and_then(|s| s.renew_time.as_ref()).map(|t| t.0);
-    status.max(renewed).or_else(|| node.metadata.creation_timestamp.as_ref().map(|t| t.0))
+    let status = ready_condition(node)
+        .and_then(|c| c.last_heartbeat_time.as_ref())
+        .map(|t| t.0);
+    let renewed = lease
+        .and_then(|l| l.spec.as_ref())
+        .and_then(|s| s.renew_time.as_ref())
+        .map(|t| t.0);
+    status
+        .max(renewed)
+        .or_else(|| node.metadata.creation_timestamp.as_ref().map(|t| t.0))
 }
 
 /// Decides on one node at `now`, given its Lease if it has one.
-pub fn decide_node(node: &Node, lease: Option<&Lease>, now: Timestamp, cfg: &NodeLifecycleConfig) -> NodeDecision {
+pub fn decide_node(
+    node: &Node,
+    lease: Option<&Lease>,
+    now: Timestamp,
+    cfg: &NodeLifecycleConfig,
+) -> NodeDecision {
     let ready = ready_condition(node);
     let heartbeat = last_heartbeat(node, lease).unwrap_or(now);
     let deadline = heartbeat + signed(cfg.grace);
@@ -362,9 +375,6 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    /// The pod cache did not finish its first list in time.
-    #[error("node lifecycle controller: pod cache not synced")]
-    CacheNotSynced,
     /// An API write failed.
     #[error("{action} ({object})")]
     Write {
@@ -445,7 +455,9 @@ pub async fn run(
     });
     info!("node lifecycle controller starting");
     controller
-        .watches_stream(leases, |lease: Lease| lease.metadata.name.map(|n| ObjectRef::<Node>::new(&n)))
+        .watches_stream(leases, |lease: Lease| {
+            lease.metadata.name.map(|n| ObjectRef::<Node>::new(&n))
+        })
         .watches_stream(pods, |pod: Pod| {
             pod.spec
                 .as_ref()
@@ -483,21 +495,14 @@ fn ignore_gone<T>(result: Result<T, kube::Error>) -> Result<Option<T>, kube::Err
 /// evictions; and collects pods of deleted nodes.
 ///
 /// # Errors
-/// Pod cache sync timeout or API failures (retried).
+/// API failures (retried).
 pub async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, Error> {
-    tokio::time::timeout(Duration::from_secs(30), ctx.pods.wait_until_ready())
-        .await
-        .map_err(|_| Error::CacheNotSynced)?
-        .map_err(|_| Error::CacheNotSynced)?;
+    if !cache_synced(&ctx.pods) || !ctx.leases.as_ref().is_none_or(cache_synced) {
+        return Ok(Action::requeue(SYNC_RETRY));
+    }
     let now = Timestamp::now();
     let name = node.name_any();
     let cfg = &ctx.config;
-    if let Some(leases) = &ctx.leases {
-        tokio::time::timeout(Duration::from_secs(30), leases.wait_until_ready())
-            .await
-            .map_err(|_| Error::CacheNotSynced)?
-            .map_err(|_| Error::CacheNotSynced)?;
-    }
     let lease = ctx
         .leases
         .as_ref()
@@ -783,8 +788,14 @@ mod tests {
         use k8s_openapi::api::coordination::v1::LeaseSpec;
         use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
         let lease = |renewed: i64| Lease {
-            metadata: ObjectMeta { name: Some("n1".into()), ..Default::default() },
-            spec: Some(LeaseSpec { renew_time: Some(MicroTime(t(renewed))), ..Default::default() }),
+            metadata: ObjectMeta {
+                name: Some("n1".into()),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                renew_time: Some(MicroTime(t(renewed))),
+                ..Default::default()
+            }),
         };
         let n = node("True", 100);
         // Status heartbeat is old, but the lease was renewed at 130.
@@ -795,7 +806,11 @@ mod tests {
         // An older lease does not hide a newer status heartbeat.
         assert_eq!(last_heartbeat(&n, Some(&lease(50))), Some(t(100)));
         // Both stale: silent.
-        assert!(decide_node(&n, Some(&lease(105)), t(150), &cfg()).conditions.is_some());
+        assert!(
+            decide_node(&n, Some(&lease(105)), t(150), &cfg())
+                .conditions
+                .is_some()
+        );
     }
 
     #[test]

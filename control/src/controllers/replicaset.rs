@@ -36,13 +36,12 @@ use super::expectations::Expectations;
 use super::owner::{controller_of, controller_reference, with_owner, without_owner};
 use super::podstate::{available_at, deletion_order, is_active, is_available, is_ready};
 use super::template::{generate_name_prefix, pod_from_template};
+use super::{SYNC_RETRY, cache_synced};
 use crate::selector::{Selector, SelectorError};
 
 /// Most pods created or deleted in one reconcile (Kubernetes'
 /// `BurstReplicas`).
 pub const BURST_REPLICAS: usize = 500;
-/// How long a reconcile waits for the Pod cache's first list.
-const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 /// Retry after an API error.
 const ERROR_RETRY: Duration = Duration::from_secs(2);
 /// Look again this soon while expectations are unmet (pod events normally
@@ -216,9 +215,6 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    /// The pod cache did not finish its first list in time.
-    #[error("replicaset controller: pod cache not synced after {0:?}")]
-    CacheNotSynced(Duration),
     /// The ReplicaSet cannot be planned.
     #[error("replica set {namespace}/{name}")]
     Plan {
@@ -330,7 +326,10 @@ pub async fn run(
         .for_each(|result| {
             match result {
                 Ok((rs, _)) => debug!(replicaset = %rs, "reconciled"),
-                Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
+                Err(
+                    kube::runtime::controller::Error::ReconcilerFailed(..)
+                    | kube::runtime::controller::Error::ObjectNotFound(..),
+                ) => {}
                 Err(error) => warn!(%error, "replicaset controller queue error"),
             }
             future::ready(())
@@ -362,12 +361,11 @@ fn ignore_not_found<T>(result: Result<T, kube::Error>) -> Result<Option<T>, kube
 /// Reconciles one ReplicaSet: claim, scale, report status.
 ///
 /// # Errors
-/// Cache sync timeout, an unplannable object, or an API failure (retried).
+/// An unplannable object, or an API failure (retried).
 pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Error> {
-    tokio::time::timeout(CACHE_SYNC_TIMEOUT, ctx.pods.wait_until_ready())
-        .await
-        .map_err(|_| Error::CacheNotSynced(CACHE_SYNC_TIMEOUT))?
-        .map_err(|_| Error::CacheNotSynced(CACHE_SYNC_TIMEOUT))?;
+    if !cache_synced(&ctx.pods) {
+        return Ok(Action::requeue(SYNC_RETRY));
+    }
     let namespace = rs.namespace().unwrap_or_default();
     let name = rs.name_any();
     let uid = rs.uid().unwrap_or_default();

@@ -182,6 +182,17 @@ mod tests {
         assert!(r.cached_elapsed > Duration::ZERO && r.plain_elapsed > Duration::ZERO);
     }
 
+    /// The full-size run `cargo xtask bench scheduler` does; printed, not
+    /// asserted on speed (benchmarks report, tests check).
+    #[test]
+    #[ignore = "slow (minutes in debug builds): run by cargo xtask bench scheduler or with --release --ignored"]
+    fn full_size_run() {
+        let r = bench_schedule(10_000, 1_000);
+        println!("{r:#?}");
+        assert!(r.placements_agree);
+        assert_eq!(r.unschedulable, 0);
+    }
+
     #[test]
     fn overfull_cluster_reports_unschedulable_pods() {
         // 2 nodes take at most 2 * 250 pods (fewer: cpu runs out first).

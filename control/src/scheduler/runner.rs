@@ -33,6 +33,7 @@ use kube::{Api, Client, ResourceExt};
 use tracing::{debug, info, warn};
 
 use super::cache::SchedulerCache;
+use crate::controllers::{SYNC_RETRY, cache_synced};
 
 /// The scheduler name this scheduler answers to besides Kubernetes'
 /// default (`default-scheduler`, which the API server fills in).
@@ -41,9 +42,6 @@ pub const SCHEDULER_NAME: &str = "skiff-scheduler";
 pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
 /// Reason of the `PodScheduled=False` condition.
 pub const REASON_UNSCHEDULABLE: &str = "Unschedulable";
-
-/// How long a decision waits for the Pod and Node caches' first list.
-const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Scheduler settings.
 #[derive(Debug, Clone)]
@@ -80,14 +78,6 @@ pub enum Error {
         /// The client error.
         #[source]
         source: kube::Error,
-    },
-    /// A cache did not finish its first list in time.
-    #[error("scheduler: {cache} cache not synced after {timeout:?}")]
-    CacheNotSynced {
-        /// Which cache.
-        cache: &'static str,
-        /// How long we waited.
-        timeout: Duration,
     },
     /// Binding a pod failed.
     #[error("binding pod {namespace}/{name} to node {node}")]
@@ -293,7 +283,10 @@ pub async fn run_with(
         .for_each(|result| {
             match result {
                 Ok((pod, _)) => debug!(pod = %pod, "pod handled"),
-                Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
+                Err(
+                    kube::runtime::controller::Error::ReconcilerFailed(..)
+                    | kube::runtime::controller::Error::ObjectNotFound(..),
+                ) => {}
                 Err(error) => warn!(%error, "scheduler queue error"),
             }
             future::ready(())
@@ -309,28 +302,11 @@ fn rebuild(cache: &mut SchedulerCache, nodes: &Store<Node>, pods: &Store<Pod>) {
     cache.rebuild(nodes.iter().map(|n| &**n), pods.iter().map(|p| &**p));
 }
 
-async fn wait_synced<K>(store: &Store<K>, cache: &'static str) -> Result<(), Error>
-where
-    K: kube::Resource + Clone + 'static,
-    K::DynamicType: std::hash::Hash + Eq + Clone,
-{
-    tokio::time::timeout(CACHE_SYNC_TIMEOUT, store.wait_until_ready())
-        .await
-        .map_err(|_| Error::CacheNotSynced {
-            cache,
-            timeout: CACHE_SYNC_TIMEOUT,
-        })?
-        .map_err(|_| Error::CacheNotSynced {
-            cache,
-            timeout: CACHE_SYNC_TIMEOUT,
-        })
-}
-
 /// Places one unscheduled pod: pick a node and bind, or record why not.
 ///
 /// # Errors
-/// Cache sync timeout, or an API failure binding or writing the status
-/// (retried by the controller).
+/// An API failure binding or writing the status (retried by the
+/// controller).
 pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Error> {
     let bound = pod
         .spec
@@ -343,8 +319,9 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Error
     {
         return Ok(Action::await_change());
     }
-    wait_synced(&ctx.pods, "pod").await?;
-    wait_synced(&ctx.nodes, "node").await?;
+    if !cache_synced(&ctx.pods) || !cache_synced(&ctx.nodes) {
+        return Ok(Action::requeue(SYNC_RETRY));
+    }
     let namespace = pod.namespace().unwrap_or_default();
     let name = pod.name_any();
     let decision = {

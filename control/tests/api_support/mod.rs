@@ -194,6 +194,14 @@ pub struct WatchReader {
 }
 
 impl WatchReader {
+    /// Reads the events of a watch response.
+    pub fn new(response: reqwest::Response) -> Self {
+        WatchReader {
+            stream: Box::pin(response.bytes_stream()),
+            buffer: Vec::new(),
+        }
+    }
+
     /// The next event, or None when the server ends the stream; panics if
     /// nothing comes within `wait`.
     pub async fn next_within(&mut self, wait: Duration) -> Option<Value> {

@@ -193,8 +193,6 @@ impl Cluster {
     /// Stops controllers, helpers and the server; fails if a controller
     /// stopped with an error.
     pub async fn stop(mut self) {
-        let t0 = Instant::now();
-        eprintln!("STOP begin");
         for tx in self.stop.drain(..) {
             let _ = tx.send(());
         }
@@ -205,15 +203,12 @@ impl Cluster {
                 .expect("controllers task");
             result.expect("controllers ran cleanly");
         }
-        eprintln!("STOP controllers done {:?}", t0.elapsed());
         for h in self.helpers.drain(..) {
             let _ = tokio::time::timeout(DEADLINE, h).await;
         }
-        eprintln!("STOP helpers done {:?}", t0.elapsed());
         if let Some(server) = self.server.take() {
             server.shutdown().await.expect("server shutdown");
         }
-        eprintln!("STOP server done {:?}", t0.elapsed());
     }
 
     /// Polls `check` every 50 ms until it returns `Some`, failing the test
@@ -341,8 +336,17 @@ async fn fake_kubelet(client: Client, alive: Alive, stop: impl Future<Output = (
             continue;
         }
         // Test pods can ask to finish: label `exit-code` (Jobs).
-        let exit = pod.metadata.labels.as_ref().and_then(|l| l.get(EXIT_CODE_LABEL)).cloned();
-        let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+        let exit = pod
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(EXIT_CODE_LABEL))
+            .cloned();
+        let phase = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default();
         if let Some(code) = exit.filter(|_| phase == "Running") {
             let now = Timestamp::now().to_string();
             let ok = code == "0";

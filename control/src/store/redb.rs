@@ -879,7 +879,9 @@ mod tests {
             // Not a test of its own: `cargo xtask test --kernel` runs every
             // ignored test, and without the parent's directory there is
             // nothing to do.
-            eprintln!("{CRASH_DIR_ENV} not set: child mode of crash_keeps_every_acknowledged_write only");
+            eprintln!(
+                "{CRASH_DIR_ENV} not set: child mode of crash_keeps_every_acknowledged_write only"
+            );
             return;
         };
         let store = RedbStore::open(Path::new(&dir)).unwrap();

@@ -1,6 +1,12 @@
-//! The object layer between HTTP and the store: get, list, create, update,
-//! patch, delete (with namespace cascade), the status, scale and binding
-//! subresources, written once for every kind in the registry.
+//! The object layer between HTTP and the store: get, list (paged), create,
+//! update, patch, delete (graceful pod deletion, finalizers, propagation
+//! policies, namespace cascade; the rules are in [`super::deletion`]), the
+//! status, scale and binding subresources, written once for every kind in
+//! the registry; and the `kubernetes` Service kept at startup.
+//!
+//! A namespace whose contents cannot all go at once (pods stopping on
+//! their nodes, objects waiting for finalizers) stays Terminating;
+//! [`Resources::run_namespace_finisher`] removes it once they are gone.
 //!
 //! Writes are read-modify-write loops over conditional store writes (what
 //! Kubernetes calls GuaranteedUpdate): a write based on a stale read is
@@ -1066,7 +1072,7 @@ impl Resources {
 
     /// Finishes the deletion of namespaces whose contents were still going
     /// when they were deleted: looks at them again whenever something in
-    /// them is removed, and every [`NAMESPACE_RETRY`]. Runs until the task
+    /// them is removed, and every second. Runs until the task
     /// is aborted (the server does so at shutdown).
     pub async fn run_namespace_finisher(self: Arc<Self>) {
         let Ok(ns_kind) = self.namespace_kind().cloned() else {

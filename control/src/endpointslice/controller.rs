@@ -44,8 +44,6 @@ use super::diff::diff;
 use super::{MANAGED_BY, MANAGED_BY_LABEL, SERVICE_NAME_LABEL, ZONE_LABEL};
 use crate::selector::Selector;
 
-/// How long a reconcile waits for the Pod and Node caches' first list.
-const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 /// Retry delay after a write lost a race (409): the next attempt reads the
 /// fresh state, so it can come soon.
 const RETRY_CONFLICT: Duration = Duration::from_millis(100);
@@ -377,8 +375,13 @@ pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, E
         .namespace
         .clone()
         .ok_or_else(|| DesiredError::MissingNamespace { name: name.clone() })?;
-    wait_synced(&ctx.pods, "pod").await?;
-    wait_synced(&ctx.nodes, "node").await?;
+    // Never block a reconcile on a cache: kube-runtime 5's readiness wait
+    // wakes only its most recent waiter, so several reconciles waiting at
+    // once (Services that exist at start) could stall until the timeout.
+    if !crate::controllers::cache_synced(&ctx.pods) || !crate::controllers::cache_synced(&ctx.nodes)
+    {
+        return Ok(Action::requeue(crate::controllers::SYNC_RETRY));
+    }
 
     let api: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), &namespace);
     let ours = Selector::from_map(&BTreeMap::from([
@@ -455,21 +458,6 @@ pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, E
         }
     }
     Ok(Action::await_change())
-}
-
-async fn wait_synced<K>(store: &Store<K>, cache: &'static str) -> Result<(), Error>
-where
-    K: kube::Resource + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    let not_synced = Error::CacheNotSynced {
-        cache,
-        timeout: CACHE_SYNC_TIMEOUT,
-    };
-    match tokio::time::timeout(CACHE_SYNC_TIMEOUT, store.wait_until_ready()).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) | Err(_) => Err(not_synced),
-    }
 }
 
 /// Logs a failed reconcile and schedules a retry: soon after a lost race,
@@ -661,7 +649,7 @@ mod tests {
         assert!(conflict.is_conflict());
         let other = Error::CacheNotSynced {
             cache: "pod",
-            timeout: CACHE_SYNC_TIMEOUT,
+            timeout: Duration::from_secs(30),
         };
         assert!(!other.is_conflict());
     }

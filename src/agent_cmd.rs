@@ -68,6 +68,10 @@ pub struct AgentArgs {
     /// First crash-loop back-off delay in seconds (kubelet: 10).
     #[arg(long, default_value_t = 10)]
     backoff_seconds: u64,
+    /// Seconds between node heartbeats (Lease renewal and status); keep it
+    /// well below the server's `--node-monitor-grace-seconds` (kubelet: 10).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    heartbeat_seconds: u64,
 }
 
 #[derive(Subcommand)]
@@ -115,6 +119,7 @@ fn agent_config(args: &AgentArgs) -> Result<AgentConfig> {
     cfg.cluster_cidr = args.cluster_cidr;
     cfg.cluster_domain = args.cluster_domain.clone();
     cfg.backoff_base = Duration::from_secs(args.backoff_seconds);
+    cfg.heartbeat_interval = Duration::from_secs(args.heartbeat_seconds);
     Ok(cfg)
 }
 

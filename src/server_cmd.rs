@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -36,6 +37,30 @@ pub struct ServerArgs {
     /// Serve the API only; do not run the scheduler and controllers.
     #[arg(long)]
     no_controllers: bool,
+    /// Seconds a node may stay silent (no Lease renewal or status update)
+    /// before its Ready condition becomes Unknown (Kubernetes'
+    /// `--node-monitor-grace-period`).
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u64).range(1..))]
+    node_monitor_grace_seconds: u64,
+    /// Seconds pods stay on a not-ready or unreachable node before they are
+    /// evicted, unless they tolerate the taint for another time (Kubernetes'
+    /// default `tolerationSeconds`).
+    #[arg(long, default_value_t = 300)]
+    pod_eviction_seconds: u64,
+}
+
+/// Every controller, with the node lifecycle timings from the flags.
+fn controllers_config(
+    grace_seconds: u64,
+    eviction_seconds: u64,
+) -> skiff_control::controllers::ControllersConfig {
+    skiff_control::controllers::ControllersConfig {
+        node_lifecycle: Some(skiff_control::controllers::NodeLifecycleConfig {
+            grace: Duration::from_secs(grace_seconds),
+            eviction_timeout: Duration::from_secs(eviction_seconds),
+        }),
+        ..Default::default()
+    }
 }
 
 pub fn run(args: ServerArgs) -> Result<()> {
@@ -60,7 +85,7 @@ pub fn run(args: ServerArgs) -> Result<()> {
             tasks.push(tokio::spawn(async move {
                 skiff_control::controllers::run_all(
                     client,
-                    skiff_control::controllers::ControllersConfig::default(),
+                    controllers_config(args.node_monitor_grace_seconds, args.pod_eviction_seconds),
                     async move { s.cancelled().await },
                 )
                 .await

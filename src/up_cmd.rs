@@ -99,6 +99,22 @@ pub struct UpArgs {
     /// How long to wait for the example pods, in seconds.
     #[arg(long, default_value_t = 120)]
     wait_seconds: u64,
+    /// Upstream resolver for names outside the cluster domain, as seen from
+    /// inside each node namespace (which has no route out, so in practice
+    /// a loopback address you serve there yourself); repeatable. Default:
+    /// node-local DNS answers only the cluster domain.
+    #[arg(long = "dns-upstream", value_delimiter = ',')]
+    dns_upstreams: Vec<SocketAddr>,
+    /// Seconds between node heartbeats of the agents.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    heartbeat_seconds: u64,
+    /// Seconds of silence after which the server marks a node Unknown.
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u64).range(1..))]
+    node_grace_seconds: u64,
+    /// Seconds pods stay on a node that is not ready before they are
+    /// evicted and recreated elsewhere.
+    #[arg(long, default_value_t = 300)]
+    eviction_seconds: u64,
 }
 
 #[derive(Args)]
@@ -240,6 +256,13 @@ pub fn up(args: UpArgs) -> Result<()> {
     {
         bail!("--node-prefix must be lowercase letters, digits and '-'");
     }
+    if args.heartbeat_seconds >= args.node_grace_seconds {
+        bail!(
+            "--heartbeat-seconds {} must be below --node-grace-seconds {}, or healthy nodes would be marked Unknown",
+            args.heartbeat_seconds,
+            args.node_grace_seconds
+        );
+    }
     let data_dir = std::path::absolute(&args.data_dir)
         .with_context(|| format!("resolving {}", args.data_dir.display()))?;
     std::fs::create_dir_all(data_dir.join("logs"))
@@ -358,6 +381,8 @@ impl Session {
                 agent_pid: None,
             })
             .collect();
+        self.record.outside_netns = Some(cluster.outside().netns().name().to_owned());
+        self.record.outside_ip = Some(cluster.outside().addr());
         self.save_record()?;
         let underlay = cluster.underlay_cidr();
         let cluster = Arc::new(cluster);
@@ -379,7 +404,12 @@ impl Session {
         )?;
         let mut server = Command::new(&self.exe);
         server
-            .args(plan::server_args(args.listen, &server_dir))
+            .args(plan::server_args(
+                args.listen,
+                &server_dir,
+                args.node_grace_seconds,
+                args.eviction_seconds,
+            ))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -460,13 +490,15 @@ impl Session {
                     .with_context(|| format!("creating {}", log_path.display()))?,
             )?;
             let mut cmd = Command::new(&self.exe);
-            cmd.args(plan::agent_args(
-                &agent_server,
-                name,
-                *ip,
-                &agent_dir,
-                args.dataplane.flag(),
-            ))
+            cmd.args(plan::agent_args(&plan::AgentSpec {
+                server_url: &agent_server,
+                node_name: name,
+                node_ip: *ip,
+                data_dir: &agent_dir,
+                dataplane: args.dataplane.flag(),
+                dns_upstreams: &args.dns_upstreams,
+                heartbeat_seconds: args.heartbeat_seconds,
+            }))
             .env("PATH", &path)
             .stdin(Stdio::null())
             .stdout(out)

@@ -13,33 +13,60 @@ use serde_json::Value;
 /// the root namespace) through it.
 pub const FORWARDER_HOST: u8 = 253;
 
+/// What differs between the agents of one `skiff up`.
+#[derive(Debug, Clone)]
+pub struct AgentSpec<'a> {
+    /// API server URL as seen from the node namespaces.
+    pub server_url: &'a str,
+    /// Node name.
+    pub node_name: &'a str,
+    /// Node address on the underlay.
+    pub node_ip: Ipv4Addr,
+    /// Agent state dir.
+    pub data_dir: &'a Path,
+    /// `--dataplane` value.
+    pub dataplane: &'a str,
+    /// Upstream resolvers for names outside the cluster domain, as seen
+    /// from inside a node namespace; empty: no forwarding.
+    pub dns_upstreams: &'a [SocketAddr],
+    /// Seconds between node heartbeats.
+    pub heartbeat_seconds: u64,
+}
+
 /// Arguments of one node agent (after the program name).
-pub fn agent_args(
-    server_url: &str,
-    node_name: &str,
-    node_ip: Ipv4Addr,
-    data_dir: &Path,
-    dataplane: &str,
-) -> Vec<String> {
-    vec![
+pub fn agent_args(spec: &AgentSpec<'_>) -> Vec<String> {
+    let mut args: Vec<String> = vec![
         "agent".into(),
         "--server".into(),
-        server_url.into(),
+        spec.server_url.into(),
         "--node-name".into(),
-        node_name.into(),
+        spec.node_name.into(),
         "--node-ip".into(),
-        node_ip.to_string(),
+        spec.node_ip.to_string(),
         "--data-dir".into(),
-        data_dir.display().to_string(),
+        spec.data_dir.display().to_string(),
         "--dataplane".into(),
-        dataplane.into(),
+        spec.dataplane.into(),
+        "--heartbeat-seconds".into(),
+        spec.heartbeat_seconds.to_string(),
+    ];
+    if spec.dns_upstreams.is_empty() {
         // Node namespaces have no route out, so no upstream resolver is
         // reachable: answer only the cluster domain.
-        "--no-forward".into(),
-        // Quick restarts keep `skiff up` snappy when a pod crashes once.
-        "--backoff-seconds".into(),
-        "1".into(),
-    ]
+        args.push("--no-forward".into());
+    } else {
+        args.push("--upstream".into());
+        args.push(
+            spec.dns_upstreams
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+    }
+    // Quick restarts keep `skiff up` snappy when a pod crashes once.
+    args.extend(["--backoff-seconds".into(), "1".into()]);
+    args
 }
 
 /// Arguments of `skiff agent cleanup` for one node (after the program name).
@@ -54,14 +81,25 @@ pub fn cleanup_args(node_name: &str, data_dir: &Path) -> Vec<String> {
     ]
 }
 
-/// Arguments of the API server (after the program name).
-pub fn server_args(listen: SocketAddr, data_dir: &Path) -> Vec<String> {
+/// Arguments of the API server (after the program name): where it
+/// listens, its store, and the node lifecycle timings (grace before a
+/// silent node turns Unknown, then how long its pods stay).
+pub fn server_args(
+    listen: SocketAddr,
+    data_dir: &Path,
+    grace_seconds: u64,
+    eviction_seconds: u64,
+) -> Vec<String> {
     vec![
         "server".into(),
         "--listen".into(),
         listen.to_string(),
         "--data-dir".into(),
         data_dir.display().to_string(),
+        "--node-monitor-grace-seconds".into(),
+        grace_seconds.to_string(),
+        "--pod-eviction-seconds".into(),
+        eviction_seconds.to_string(),
     ]
 }
 
@@ -278,18 +316,28 @@ mod tests {
 
     #[test]
     fn agent_args_name_the_node_and_disable_forwarding() {
-        let args = agent_args(
-            "http://192.168.250.253:6443",
-            "node1",
-            Ipv4Addr::new(192, 168, 250, 2),
-            Path::new("/d/agents/node1"),
-            "iptables",
-        );
-        let joined = args.join(" ");
+        let mut spec = AgentSpec {
+            server_url: "http://192.168.250.253:6443",
+            node_name: "node1",
+            node_ip: Ipv4Addr::new(192, 168, 250, 2),
+            data_dir: Path::new("/d/agents/node1"),
+            dataplane: "iptables",
+            dns_upstreams: &[],
+            heartbeat_seconds: 10,
+        };
+        let joined = agent_args(&spec).join(" ");
         assert!(joined.starts_with("agent --server http://192.168.250.253:6443 "));
         assert!(joined.contains("--node-name node1 --node-ip 192.168.250.2"));
         assert!(joined.contains("--data-dir /d/agents/node1 --dataplane iptables"));
-        assert!(joined.ends_with("--no-forward --backoff-seconds 1"));
+        assert!(joined.ends_with("--heartbeat-seconds 10 --no-forward --backoff-seconds 1"));
+        let upstreams: [SocketAddr; 2] = [
+            "127.0.0.1:5300".parse().expect("addr"),
+            "127.0.0.2:53".parse().expect("addr"),
+        ];
+        spec.dns_upstreams = &upstreams;
+        let joined = agent_args(&spec).join(" ");
+        assert!(joined.contains("--upstream 127.0.0.1:5300,127.0.0.2:53 "));
+        assert!(!joined.contains("--no-forward"));
         assert_eq!(
             cleanup_args("node1", Path::new("/d/agents/node1")).join(" "),
             "agent --node-name node1 --data-dir /d/agents/node1 cleanup"
@@ -297,10 +345,13 @@ mod tests {
         assert_eq!(
             server_args(
                 "127.0.0.1:7000".parse().expect("addr"),
-                Path::new("/d/server")
+                Path::new("/d/server"),
+                4,
+                6
             )
             .join(" "),
-            "server --listen 127.0.0.1:7000 --data-dir /d/server"
+            "server --listen 127.0.0.1:7000 --data-dir /d/server \
+             --node-monitor-grace-seconds 4 --pod-eviction-seconds 6"
         );
     }
 

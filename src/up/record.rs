@@ -31,6 +31,12 @@ pub struct UpRecord {
     pub server_pid: Option<u32>,
     /// The nodes.
     pub nodes: Vec<NodeRecord>,
+    /// The "outside" client namespace (`ip netns` name), once built.
+    #[serde(default)]
+    pub outside_netns: Option<String>,
+    /// The outside client's underlay address.
+    #[serde(default)]
+    pub outside_ip: Option<std::net::Ipv4Addr>,
 }
 
 /// `<data_dir>/up.json`.
@@ -86,6 +92,8 @@ mod tests {
                 netns: "skiff-node0-42-1".into(),
                 agent_pid: None,
             }],
+            outside_netns: Some("skiff-outside-42-4".into()),
+            outside_ip: Some(std::net::Ipv4Addr::new(192, 168, 250, 254)),
         };
         write(dir.path(), &rec).expect("write");
         assert_eq!(read(dir.path()).expect("read"), Some(rec));

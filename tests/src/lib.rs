@@ -34,5 +34,5 @@ mod spawned;
 pub mod topology;
 
 pub use error::{Error, Result};
-pub use netns::{Netns, link_veth, netns_name, validate_ifname};
+pub use netns::{Netns, link_veth, netns_name, run_in_netns, validate_ifname};
 pub use topology::{Cluster, ClusterSpec, Node};

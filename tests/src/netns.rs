@@ -227,23 +227,7 @@ impl Netns {
         T: Send,
         F: FnOnce() -> T + Send,
     {
-        let ns_file = self.open()?;
-        std::thread::scope(|scope| {
-            let handle = scope.spawn(move || {
-                nix::sched::setns(&ns_file, CloneFlags::CLONE_NEWNET).map_err(|source| {
-                    Error::Setns {
-                        netns: self.name.clone(),
-                        source,
-                    }
-                })?;
-                drop(ns_file);
-                Ok(f())
-            });
-            match handle.join() {
-                Ok(result) => result,
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        })
+        run_in_netns(&self.path, f)
     }
 
     /// Brings interface `ifname` up.
@@ -311,6 +295,37 @@ impl Netns {
             source,
         })
     }
+}
+
+/// Runs `f` on a fresh thread that has entered the network namespace at
+/// `path` (any namespace file: `/var/run/netns/<name>`, `/proc/<pid>/ns/net`)
+/// and returns its result; a panic in `f` is resumed on the caller's thread.
+/// For namespaces this process did not create; see [`Netns::run_in`].
+pub fn run_in_netns<T, F>(path: &Path, f: F) -> Result<T>
+where
+    T: Send,
+    F: FnOnce() -> T + Send,
+{
+    let ns_file = File::open(path).map_err(|source| Error::Io {
+        what: format!("open {}", path.display()),
+        source,
+    })?;
+    std::thread::scope(|scope| {
+        let handle = scope.spawn(move || {
+            nix::sched::setns(&ns_file, CloneFlags::CLONE_NEWNET).map_err(|source| {
+                Error::Setns {
+                    netns: path.display().to_string(),
+                    source,
+                }
+            })?;
+            drop(ns_file);
+            Ok(f())
+        });
+        match handle.join() {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
 }
 
 impl Drop for Netns {

@@ -20,12 +20,13 @@ use std::time::Duration;
 
 use hickory_net::NetError;
 use hickory_net::runtime::Time;
+use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{LowerName, Name, Record};
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverOpts};
 use hickory_server::Server;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::store::forwarder::{ForwardConfig, ForwardZoneHandler};
-use hickory_server::zone_handler::{Catalog, MessageResponse, ZoneHandler};
+use hickory_server::zone_handler::{Catalog, MessageResponse, MessageResponseBuilder, ZoneHandler};
 use ipnetwork::IpNetwork;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
@@ -173,6 +174,8 @@ struct CountingHandler {
     /// Apexes of the zones answered from the view.
     authoritative: Vec<LowerName>,
     forwarding: bool,
+    /// The view the cluster zones answer from (to tell "not loaded yet").
+    view: ViewHandle,
 }
 
 impl CountingHandler {
@@ -238,7 +241,32 @@ impl RequestHandler for CountingHandler {
                 debug_span!("dns_query", protocol = %request.protocol(), src = %request.src())
             }
         };
-        let info = if self.forwarding {
+        let not_loaded = request.request_info().is_ok_and(|info| {
+            self.route(info.query.name()) == Route::Authoritative
+                && self.view.load().generation() == 0
+        });
+        let info = if not_loaded {
+            // Before the first snapshot the cluster zones know nothing yet:
+            // NXDOMAIN would be a lie clients cache for the SOA minimum,
+            // SERVFAIL makes them retry. (The Catalog turns a zone's
+            // SERVFAIL into NOERROR, so it is answered here.)
+            let response = MessageResponseBuilder::new(&request.queries, None)
+                .error_msg(&request.metadata, ResponseCode::ServFail);
+            let mut handle = response_handle;
+            match handle.send_response(response).instrument(span).await {
+                Ok(info) => info,
+                Err(e) => {
+                    warn!(error = %e, "sending SERVFAIL");
+                    let mut metadata = request.metadata;
+                    metadata.message_type = hickory_proto::op::MessageType::Response;
+                    metadata.response_code = ResponseCode::ServFail;
+                    ResponseInfo::from(hickory_proto::op::Header {
+                        metadata,
+                        counts: Default::default(),
+                    })
+                }
+            }
+        } else if self.forwarding {
             self.catalog
                 .handle_request::<_, T>(request, RecursionAvailable(response_handle))
                 .instrument(span)
@@ -329,6 +357,7 @@ impl DnsConfig {
                 metrics: metrics.clone(),
                 authoritative,
                 forwarding,
+                view,
             },
             metrics,
             domain: settings.domain().clone(),

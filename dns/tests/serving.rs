@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{Transport, authority_soa, query, rdata, start, start_cluster, test_config, udp};
+use common::{
+    Transport, authority_soa, cluster_view, query, rdata, start, start_cluster, test_config, udp,
+};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RData, RecordType};
 use skiff_dns::{ClusterView, DnsConfig, ViewHandle};
@@ -203,6 +205,29 @@ async fn nxdomain_carries_the_zone_soa() {
     assert_eq!(soa.serial, 1, "serial is the view generation");
     assert_eq!(soa.minimum, 5);
     let resp = udp(server.addr, "nons.svc.cluster.local.", RecordType::A).await;
+    assert_eq!(resp.metadata.response_code, ResponseCode::NXDomain);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn servfail_until_the_first_view_is_published() {
+    let server = start(test_config(), ViewHandle::new()).await;
+    for qname in ["web.default.svc.cluster.local.", "nosuch.cluster.local."] {
+        let resp = udp(server.addr, qname, RecordType::A).await;
+        assert_eq!(
+            resp.metadata.response_code,
+            ResponseCode::ServFail,
+            "{qname}"
+        );
+        assert!(resp.answers.is_empty());
+    }
+    server.view.publish(cluster_view());
+    let resp = udp(
+        server.addr,
+        "nosuch.default.svc.cluster.local.",
+        RecordType::A,
+    )
+    .await;
     assert_eq!(resp.metadata.response_code, ResponseCode::NXDomain);
     server.stop().await;
 }

@@ -571,3 +571,51 @@ fn full_resync_repairs_drift_and_cleanup_removes_everything() {
     assert!(!saved.contains("SKIFF"), "left behind:\n{saved}");
     dp.cleanup().expect("cleanup twice is harmless");
 }
+
+/// 260 filler services of 10 endpoints (over 3,000 chains, so the restore
+/// is split into several calls) plus `web`: the real iptables-restore
+/// accepts every part in order, the rules read back exactly, and `web`
+/// still round-robins. Then all filler endpoints move, which rewrites and
+/// deletes thousands of chains in split parts.
+fn split_restore_is_accepted(backend: Backend) {
+    let topo = Topology::build();
+    let _servers = tcp_backends(&topo, &BACKENDS);
+    let filler = |base: u8| -> Vec<ServiceEntry> {
+        (0..260u16)
+            .map(|i| {
+                let mut svc = web((0..10u8)
+                    .map(|e| endpoint(Ipv4Addr::new(10, 244, base, e + 1), 80, false))
+                    .collect());
+                svc.key = ServicePortKey::new("filler", &format!("s{i}"), "http");
+                let [a, b] = i.to_be_bytes();
+                svc.cluster_ip = Some(Ipv4Addr::new(10, 97, a, b));
+                svc.node_port = Some(31000 + i);
+                svc
+            })
+            .collect()
+    };
+    let mut dp = topo.dataplane(Some(backend));
+    for base in [100, 101] {
+        let mut services = filler(base);
+        services.push(web(all_backends()));
+        dp.sync(&desired(services)).expect("split sync");
+        assert!(
+            dp.drift().expect("drift").is_empty(),
+            "{backend}: split restore must leave exactly the rendered rules"
+        );
+        let replies = ask_many(&topo.client, cluster_addr(), 9);
+        assert_eq!(counts(&replies).values().collect::<Vec<_>>(), [&3, &3, &3]);
+    }
+}
+
+#[test]
+#[ignore = "needs root: run by cargo xtask test --kernel"]
+fn split_restore_is_accepted_nft() {
+    split_restore_is_accepted(Backend::Nft);
+}
+
+#[test]
+#[ignore = "needs root: run by cargo xtask test --kernel"]
+fn split_restore_is_accepted_legacy() {
+    split_restore_is_accepted(Backend::Legacy);
+}

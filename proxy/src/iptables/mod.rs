@@ -163,9 +163,11 @@ impl<E: Executor> IptablesDataplane<E> {
         let rules = Ruleset::render(desired);
         let payload = rules.full_payload(Some(&installed));
         if !payload.is_empty() {
-            self.exec
-                .restore(&payload.text)
-                .map_err(iptables_err("restoring all chains"))?;
+            for part in &payload.parts {
+                self.exec
+                    .restore(part)
+                    .map_err(iptables_err("restoring all chains"))?;
+            }
         }
         let jumps_added = self.ensure_jumps()?;
 
@@ -279,9 +281,11 @@ impl<E: Executor> Dataplane for IptablesDataplane<E> {
         let update = applied.rules.incremental(desired, keys.iter().copied());
         if !update.payload.is_empty() {
             // On failure `applied` is dropped: the next sync is full.
-            self.exec
-                .restore(&update.payload.text)
-                .map_err(iptables_err("restoring changed chains"))?;
+            for part in &update.payload.parts {
+                self.exec
+                    .restore(part)
+                    .map_err(iptables_err("restoring changed chains"))?;
+            }
         }
         let flows = conntrack::stale_udp_flows(&applied.state, desired, keys.iter().copied());
         let (written, deleted) = (update.payload.chains_written, update.payload.chains_deleted);
@@ -443,6 +447,52 @@ mod tests {
             restores,
             "no-op sync must not run restore"
         );
+    }
+
+    /// `n` services of 10 endpoints each, endpoint addresses offset by
+    /// `base` (so two states share no endpoint chains).
+    fn big_state(n: usize, base: u8) -> DesiredState {
+        state(
+            (0..n)
+                .map(|i| {
+                    let eps = (0..10).map(|e| endpoint(base + e, false, true)).collect();
+                    let mut svc = entry(&format!("s{i}"), Protocol::Tcp, eps);
+                    svc.node_port = Some(30000 + u16::try_from(i).expect("small"));
+                    svc
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn big_payloads_are_split_in_a_safe_order() {
+        // 12 chains per service: 220 services are over the split limit.
+        let s1 = big_state(220, 1);
+        let mut dp = IptablesDataplane::with_executor(FakeIptables::new());
+        dp.sync(&s1).expect("first sync");
+        let first = dp.executor().restores.len();
+        assert!(first > 1, "a first sync of 220 services must be split");
+        for part in &dp.executor().restores {
+            let chains = declared_chains(part).len();
+            assert!(chains <= render::MAX_CHAINS_PER_RESTORE, "{chains} chains");
+        }
+        // The strict fake rejected every part that jumped to a chain not
+        // yet written; the end result is the whole ruleset.
+        assert_eq!(dp.executor().skiff_chains(), Ruleset::render(&s1).tables());
+
+        // Every endpoint replaced: thousands of chains written and deleted,
+        // deletions only once nothing jumps to them any more.
+        let s2 = big_state(220, 101);
+        let report = dp.sync(&s2).expect("second sync");
+        assert!(!report.full);
+        assert!(dp.executor().restores.len() > first + 1);
+        assert_eq!(dp.executor().skiff_chains(), Ruleset::render(&s2).tables());
+        assert!(dp.drift().expect("drift").is_empty());
+
+        // And back to a few services.
+        let s3 = big_state(3, 1);
+        dp.sync(&s3).expect("third sync");
+        assert_eq!(dp.executor().skiff_chains(), Ruleset::render(&s3).tables());
     }
 
     #[test]

@@ -586,7 +586,7 @@ fn split_restore_is_accepted(backend: Backend) {
                 let mut svc = web((0..10u8)
                     .map(|e| endpoint(Ipv4Addr::new(10, 244, base, e + 1), 80, false))
                     .collect());
-                svc.key = ServicePortKey::new("filler", &format!("s{i}"), "http");
+                svc.key = ServicePortKey::new("filler", format!("s{i}"), "http");
                 let [a, b] = i.to_be_bytes();
                 svc.cluster_ip = Some(Ipv4Addr::new(10, 97, a, b));
                 svc.node_port = Some(31000 + i);

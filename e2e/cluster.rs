@@ -51,13 +51,14 @@ impl PodInfo {
     }
 }
 
-/// Pods in `default` matching `selector`.
+/// Pods in `default` matching `selector` (all for "").
 pub fn pods(up: &Up, selector: &str) -> Vec<PodInfo> {
     let api: Api<Pod> = Api::namespaced(up.client.clone(), "default");
-    let list = up
-        .rt
-        .block_on(api.list(&ListParams::default().labels(selector)))
-        .expect("listing pods");
+    let mut params = ListParams::default();
+    if !selector.is_empty() {
+        params = params.labels(selector);
+    }
+    let list = up.rt.block_on(api.list(&params)).expect("listing pods");
     let mut out: Vec<PodInfo> = list.items.iter().map(PodInfo::of).collect();
     out.sort();
     out

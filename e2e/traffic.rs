@@ -71,8 +71,10 @@ pub fn count_names(results: &[Result<Answer, String>]) -> BTreeMap<String, usize
 }
 
 /// Repeats rounds of `round` requests from `pod` until one round is all
-/// successes answered by exactly `names` (the proxies have caught up);
-/// returns that round's counts.
+/// successes answered by exactly `names`, each equally often when `round`
+/// is a multiple of their number (the proxies have caught up: a round
+/// that straddles an endpoint change is uneven); returns that round's
+/// counts.
 pub fn until_answered_by(
     up: &Up,
     pod: &str,
@@ -89,7 +91,8 @@ pub fn until_answered_by(
         let ok = results.iter().all(Result::is_ok);
         if ok {
             let counts = count_names(&results);
-            if counts.keys().cloned().collect::<Vec<_>>() == want {
+            let even = round % want.len() != 0 || counts.values().all(|c| *c == round / want.len());
+            if counts.keys().cloned().collect::<Vec<_>>() == want && even {
                 return counts;
             }
         }

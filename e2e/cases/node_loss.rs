@@ -72,7 +72,32 @@ pub fn node_loss_recreates_pods(dataplane: Dataplane) {
         killed.elapsed().as_secs_f64()
     );
     let names: Vec<String> = now.iter().map(|p| p.name.clone()).collect();
-    let counts = until_answered_by(&up, "client", url, &names, 9, Duration::from_secs(30));
+    until_answered_by(&up, "client", url, &names, 3, Duration::from_secs(30));
+    let counts = count_names(&curl_in(&up, "client", url, 9));
+    assert_eq!(counts.len(), 3, "{counts:?}");
     assert!(counts.values().all(|c| *c == 3), "{counts:?}");
+
+    // The dead node's pods stay Terminating (nobody confirms their
+    // shutdown) until the Node is deleted; then they are force-deleted.
+    let stuck = pods(&up, "app=web")
+        .into_iter()
+        .filter(|p| p.node == victim)
+        .count();
+    assert!(stuck > 0, "the victim's pods should still be listed");
+    let out = up.skiff(&["delete"], &["node", &victim]);
+    assert!(
+        out.status.success(),
+        "skiff delete node: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pods(&up, "").iter().any(|p| p.node == victim) {
+        assert!(
+            Instant::now() < deadline,
+            "pods of the deleted node {victim} remain: {:#?}",
+            pods(&up, "")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     up.shutdown();
 }

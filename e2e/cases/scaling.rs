@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::cluster::{client_pod, scale, wait_pods, web_pods};
 use crate::harness::{Dataplane, Options, Up};
-use crate::traffic::until_answered_by;
+use crate::traffic::{count_names, curl_in, until_answered_by};
 
 pub fn scaling_changes_backends(dataplane: Dataplane) {
     let up = Up::start(Options::new(dataplane));
@@ -18,14 +18,22 @@ pub fn scaling_changes_backends(dataplane: Dataplane) {
         scale(&up, "web", u32::try_from(replicas).expect("small"));
         let now = wait_pods(&up, "app=web", replicas, Duration::from_secs(90), |_| true);
         let names: Vec<String> = now.iter().map(|p| p.name.clone()).collect();
-        // Round-robin: a round of 3×replicas requests reaches each one.
-        let counts = until_answered_by(
+        // Once the proxies have caught up (an even round over exactly
+        // these names)...
+        until_answered_by(
             &up,
             "client",
             url,
             &names,
-            3 * replicas,
+            replicas,
             Duration::from_secs(60),
+        );
+        // ...round-robin is exact: 3×replicas requests reach each 3 times.
+        let counts = count_names(&curl_in(&up, "client", url, 3 * replicas));
+        assert_eq!(
+            counts.keys().cloned().collect::<Vec<_>>(),
+            names,
+            "{replicas} replicas: {counts:?}"
         );
         assert!(
             counts.values().all(|c| *c == 3),

@@ -589,7 +589,7 @@ pub async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, Err
         };
         let namespace = pod.namespace().unwrap_or_default();
         info!(node = %name, %namespace, pod = %pod_name, "evicting pod from unhealthy node");
-        delete_pod(&ctx.client, pod)
+        delete_pod(&ctx.client, pod, Deletion::Graceful)
             .await
             .map_err(err("evicting pod", format!("{namespace}/{pod_name}")))?;
     }
@@ -602,7 +602,9 @@ pub async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, Err
     };
     for pod in orphaned_pods(all_pods.iter().map(|p| &**p), exists, now, cfg) {
         info!(namespace = ?pod.metadata.namespace, pod = ?pod.metadata.name, node = ?pod.spec.as_ref().and_then(|s| s.node_name.as_deref()), "deleting pod of a deleted node");
-        delete_pod(&ctx.client, pod)
+        // Nothing will ever confirm a graceful deletion on a node that is
+        // gone: force it, as Kubernetes' pod GC does.
+        delete_pod(&ctx.client, pod, Deletion::Force)
             .await
             .map_err(err("deleting orphaned pod", pod.name_any()))?;
     }
@@ -620,13 +622,23 @@ pub async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, Err
     ))
 }
 
-async fn delete_pod(client: &Client, pod: &Pod) -> Result<(), kube::Error> {
+/// How [`delete_pod`] deletes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deletion {
+    /// With the pod's grace period: its node's agent stops it and confirms.
+    Graceful,
+    /// At once (grace 0): for pods whose node no longer exists.
+    Force,
+}
+
+async fn delete_pod(client: &Client, pod: &Pod, how: Deletion) -> Result<(), kube::Error> {
     let namespace = pod.namespace().unwrap_or_default();
     let dp = DeleteParams {
         preconditions: Some(Preconditions {
             uid: pod.metadata.uid.clone(),
             resource_version: None,
         }),
+        grace_period_seconds: (how == Deletion::Force).then_some(0),
         ..Default::default()
     };
     ignore_gone(

@@ -47,6 +47,12 @@ pub struct ServerArgs {
     /// default `tolerationSeconds`).
     #[arg(long, default_value_t = 300)]
     pod_eviction_seconds: u64,
+    /// Address pods reach the API server at: the endpoint of the
+    /// `kubernetes` Service in `default` (port: the listen port). Default:
+    /// the listen address, unless it is loopback or unspecified, in which
+    /// case the Service gets no endpoint.
+    #[arg(long)]
+    advertise_address: Option<std::net::IpAddr>,
 }
 
 /// Every controller, with the node lifecycle timings from the flags.
@@ -71,6 +77,7 @@ pub fn run(args: ServerArgs) -> Result<()> {
     config.cluster_cidr = args.cluster_cidr;
     config.node_cidr_prefix = args.node_cidr_prefix;
     config.node_port_range = args.node_port_range;
+    config.advertise_address = args.advertise_address;
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async move {
         let server = config.build().await.context("starting the API server")?;

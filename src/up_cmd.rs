@@ -389,6 +389,11 @@ impl Session {
         self.cluster = Some(Arc::clone(&cluster));
         self.check_interrupt()?;
 
+        // Pods and agents reach the API server (on loopback here) through
+        // a relay on this underlay address.
+        let fwd_ip = underlay
+            .nth(u32::from(plan::FORWARDER_HOST))
+            .context("the underlay has no room for the forwarder address")?;
         println!("starting API server on {}...", args.listen);
         let server_dir = self.data_dir.join("server");
         // A fresh store: Nodes and Pods of an earlier run would point at
@@ -407,6 +412,7 @@ impl Session {
             .args(plan::server_args(
                 args.listen,
                 &server_dir,
+                fwd_ip,
                 args.node_grace_seconds,
                 args.eviction_seconds,
             ))
@@ -445,9 +451,6 @@ impl Session {
         }
         println!("API server ready (log: {})", server_log.display());
 
-        let fwd_ip = underlay
-            .nth(u32::from(plan::FORWARDER_HOST))
-            .context("the underlay has no room for the forwarder address")?;
         cluster
             .underlay()
             .add_addr(

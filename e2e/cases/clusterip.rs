@@ -33,5 +33,13 @@ pub fn clusterip_round_robin(dataplane: Dataplane) {
         [10, 10, 10],
         "by ClusterIP: {counts:?}"
     );
+
+    // The `kubernetes` Service leads pods to the API server (plain HTTP on
+    // its port 443: Skiff serves no TLS).
+    let version = up.bash_in(
+        "client",
+        "curl -s --max-time 3 http://kubernetes.default.svc.cluster.local:443/version",
+    );
+    assert!(version.contains("gitVersion"), "{version}");
     up.shutdown();
 }

@@ -82,11 +82,13 @@ pub fn cleanup_args(node_name: &str, data_dir: &Path) -> Vec<String> {
 }
 
 /// Arguments of the API server (after the program name): where it
-/// listens, its store, and the node lifecycle timings (grace before a
-/// silent node turns Unknown, then how long its pods stay).
+/// listens, its store, the address pods reach it at (the forwarder: the
+/// `kubernetes` Service's endpoint), and the node lifecycle timings (grace
+/// before a silent node turns Unknown, then how long its pods stay).
 pub fn server_args(
     listen: SocketAddr,
     data_dir: &Path,
+    advertise: Ipv4Addr,
     grace_seconds: u64,
     eviction_seconds: u64,
 ) -> Vec<String> {
@@ -96,6 +98,8 @@ pub fn server_args(
         listen.to_string(),
         "--data-dir".into(),
         data_dir.display().to_string(),
+        "--advertise-address".into(),
+        advertise.to_string(),
         "--node-monitor-grace-seconds".into(),
         grace_seconds.to_string(),
         "--pod-eviction-seconds".into(),
@@ -346,11 +350,12 @@ mod tests {
             server_args(
                 "127.0.0.1:7000".parse().expect("addr"),
                 Path::new("/d/server"),
+                Ipv4Addr::new(192, 168, 250, 253),
                 4,
                 6
             )
             .join(" "),
-            "server --listen 127.0.0.1:7000 --data-dir /d/server \
+            "server --listen 127.0.0.1:7000 --data-dir /d/server --advertise-address 192.168.250.253 \
              --node-monitor-grace-seconds 4 --pod-eviction-seconds 6"
         );
     }

@@ -44,6 +44,19 @@ pub fn nodeport_from_outside(dataplane: Dataplane) {
             all,
             "NodePort on {node} ({ip}): {counts:?}"
         );
+        // A replica on another node sees this node as the client (SNAT, so
+        // its reply comes back the same way).
+        for a in results.iter().flatten() {
+            let on = web.iter().find(|p| p.name == a.name).map(|p| &p.node);
+            if on != Some(node) {
+                assert_eq!(
+                    a.peer.ip(),
+                    std::net::IpAddr::V4(*ip),
+                    "{} on another node than {node} must see {ip}",
+                    a.name
+                );
+            }
+        }
     }
 
     apply(&up, LOCAL_SERVICE);

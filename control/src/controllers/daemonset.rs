@@ -26,20 +26,20 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::deployment::{pod_template_hash, resolve_int_or_percent};
 use super::expectations::Expectations;
 use super::owner::{controller_of, controller_reference};
 use super::podstate::{available_at, is_active, is_available, is_ready};
 use super::template::{generate_name_prefix, pod_from_template};
-use super::{SYNC_RETRY, cache_synced};
+use super::{SYNC_RETRY, cache_synced, runtime};
 use crate::scheduler::filter::{first_untolerated_taint, node_selector_matches};
 use crate::scheduler::info::NodeFacts;
 use crate::selector::{Selector, SelectorError};
@@ -419,26 +419,18 @@ pub async fn run(
     client: Client,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
-    let one = ListParams::default().limit(1);
     let pre = |resource| move |source| Error::Preflight { resource, source };
-    Api::<DaemonSet>::all(client.clone())
-        .list(&one)
+    runtime::can_list::<DaemonSet>(&client)
         .await
         .map_err(pre("daemonsets"))?;
-    Api::<Pod>::all(client.clone())
-        .list(&one)
+    runtime::can_list::<Pod>(&client)
         .await
         .map_err(pre("pods"))?;
-    Api::<Node>::all(client.clone())
-        .list(&one)
+    runtime::can_list::<Node>(&client)
         .await
         .map_err(pre("nodes"))?;
-    let (pod_reader, pod_writer) = reflector::store::<Pod>();
+    let (pod_reader, pods) = runtime::cache::<Pod>(&client);
     let (node_reader, node_writer) = reflector::store::<Node>();
-    let pods = watcher::watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(pod_writer)
-        .touched_objects();
     // Node changes that matter for eligibility (not heartbeats) re-run
     // every DaemonSet.
     let known: Arc<Mutex<HashMap<String, NodeFacts>>> = Arc::default();
@@ -469,30 +461,12 @@ pub async fn run(
         nodes: node_reader,
         expectations: Expectations::new(),
     });
-    info!("daemonset controller starting");
-    Controller::new(Api::<DaemonSet>::all(client), watcher::Config::default())
-        .watches_stream(pods, |pod: Pod| {
-            let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-            controller_of(&pod.metadata)
-                .filter(|o| o.kind == "DaemonSet")
-                .map(|o| ObjectRef::<DaemonSet>::new(&o.name).within(&namespace))
-        })
+    let results = Controller::new(Api::<DaemonSet>::all(client), watcher::Config::default())
+        .watches_stream(pods, |pod: Pod| runtime::controlling::<DaemonSet>(&pod))
         .reconcile_all_on(node_changes)
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, context)
-        .for_each(|result| {
-            match result {
-                Ok((ds, _)) => debug!(daemonset = %ds, "reconciled"),
-                Err(
-                    kube::runtime::controller::Error::ReconcilerFailed(..)
-                    | kube::runtime::controller::Error::ObjectNotFound(..),
-                ) => {}
-                Err(error) => warn!(%error, "daemonset controller queue error"),
-            }
-            future::ready(())
-        })
-        .await;
-    info!("daemonset controller stopped");
+        .run(reconcile, error_policy, context);
+    runtime::drive("daemonset", results).await;
     Ok(())
 }
 

@@ -35,7 +35,7 @@ use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -46,7 +46,7 @@ use tracing::{debug, info, warn};
 use super::expectations::Expectations;
 use super::owner::{controller_of, controller_reference, with_owner, without_owner};
 use super::podstate::{available_at, is_active, is_available, is_ready};
-use super::{SYNC_RETRY, cache_synced};
+use super::{SYNC_RETRY, cache_synced, runtime};
 use crate::selector::{Selector, SelectorError};
 
 /// Revision annotation on Deployments and their ReplicaSets.
@@ -151,7 +151,7 @@ pub fn pod_template_hash(template: &PodTemplateSpec, collision_count: Option<i32
 /// The template without the `pod-template-hash` label (an empty label map
 /// becomes absent), for comparing a ReplicaSet's template with the
 /// Deployment's (Kubernetes' `EqualIgnoreHash`).
-fn without_hash(template: &PodTemplateSpec) -> PodTemplateSpec {
+pub fn without_hash(template: &PodTemplateSpec) -> PodTemplateSpec {
     let mut t = template.clone();
     if let Some(meta) = t.metadata.as_mut() {
         if let Some(labels) = meta.labels.as_mut() {
@@ -904,18 +904,14 @@ pub async fn run(
     client: Client,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
-    let one = ListParams::default().limit(1);
     let pre = |resource| move |source| Error::Preflight { resource, source };
-    Api::<Deployment>::all(client.clone())
-        .list(&one)
+    runtime::can_list::<Deployment>(&client)
         .await
         .map_err(pre("deployments"))?;
-    Api::<ReplicaSet>::all(client.clone())
-        .list(&one)
+    runtime::can_list::<ReplicaSet>(&client)
         .await
         .map_err(pre("replicasets"))?;
-    Api::<Pod>::all(client.clone())
-        .list(&one)
+    runtime::can_list::<Pod>(&client)
         .await
         .map_err(pre("pods"))?;
 
@@ -970,8 +966,7 @@ pub async fn run(
         pods: pod_reader,
         expectations: Expectations::new(),
     });
-    info!("deployment controller starting");
-    controller
+    let results = controller
         .watches_stream(rs_events, move |rs| {
             deployments_for_replica_set(&rs, &d_store.state())
         })
@@ -979,20 +974,8 @@ pub async fn run(
             deployments_for_replica_set(&rs, &d_store2.state())
         })
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, context)
-        .for_each(|result| {
-            match result {
-                Ok((d, _)) => debug!(deployment = %d, "reconciled"),
-                Err(
-                    kube::runtime::controller::Error::ReconcilerFailed(..)
-                    | kube::runtime::controller::Error::ObjectNotFound(..),
-                ) => {}
-                Err(error) => warn!(%error, "deployment controller queue error"),
-            }
-            future::ready(())
-        })
-        .await;
-    info!("deployment controller stopped");
+        .run(reconcile, error_policy, context);
+    runtime::drive("deployment", results).await;
     Ok(())
 }
 
@@ -1004,14 +987,6 @@ fn write_err(action: &'static str, d: &Deployment) -> impl FnOnce(kube::Error) -
         namespace,
         name,
         source,
-    }
-}
-
-fn ignore_not_found<T>(result: Result<T, kube::Error>) -> Result<Option<T>, kube::Error> {
-    match result {
-        Ok(v) => Ok(Some(v)),
-        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(None),
-        Err(e) => Err(e),
     }
 }
 
@@ -1077,7 +1052,7 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action, 
                 "resourceVersion": rs.metadata.resource_version,
                 "ownerReferences": with_owner(&rs.metadata, reference.clone()),
             }});
-            ignore_not_found(rs_api.patch(rs_name, &pp, &Patch::Merge(&patch)).await)
+            runtime::ignore_not_found(rs_api.patch(rs_name, &pp, &Patch::Merge(&patch)).await)
                 .map_err(write_err("adopting replica set", &d))?;
             info!(%namespace, deployment = %name, replicaset = %rs_name, "adopted replica set");
         }
@@ -1090,7 +1065,7 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action, 
             "resourceVersion": rs.metadata.resource_version,
             "ownerReferences": without_owner(&rs.metadata, &uid),
         }});
-        ignore_not_found(rs_api.patch(rs_name, &pp, &Patch::Merge(&patch)).await)
+        runtime::ignore_not_found(rs_api.patch(rs_name, &pp, &Patch::Merge(&patch)).await)
             .map_err(write_err("releasing replica set", &d))?;
     }
     let mut expected: Vec<String> = Vec::new();
@@ -1125,7 +1100,7 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action, 
             expected.push(format!("{}={r}", change.name));
             info!(%namespace, deployment = %name, replicaset = %change.name, from = ?rs.spec.replicas, to = r, "scaled replica set");
         }
-        ignore_not_found(rs_api.patch(&change.name, &pp, &Patch::Merge(&patch)).await)
+        runtime::ignore_not_found(rs_api.patch(&change.name, &pp, &Patch::Merge(&patch)).await)
             .map_err(write_err("updating replica set", &d))?;
     }
     ctx.expectations.expect(&uid, expected, [], Instant::now());
@@ -1140,19 +1115,19 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action, 
             }),
             ..Default::default()
         };
-        ignore_not_found(rs_api.delete(rs_name, &dp).await)
+        runtime::ignore_not_found(rs_api.delete(rs_name, &dp).await)
             .map_err(write_err("deleting old replica set", &d))?;
         info!(%namespace, deployment = %name, replicaset = %rs_name, "deleted old replica set (revision history limit)");
     }
     let d_api = Api::<Deployment>::namespaced(ctx.client.clone(), &namespace);
     if let Some(rev) = &plan.revision {
         let patch = serde_json::json!({"metadata": {"annotations": { REVISION_ANNOTATION: rev }}});
-        ignore_not_found(d_api.patch(&name, &pp, &Patch::Merge(&patch)).await)
+        runtime::ignore_not_found(d_api.patch(&name, &pp, &Patch::Merge(&patch)).await)
             .map_err(write_err("annotating revision", &d))?;
     }
     if !same_status(&plan.status, &d.status.clone().unwrap_or_default()) {
         let patch = serde_json::json!({ "status": plan.status });
-        ignore_not_found(d_api.patch_status(&name, &pp, &Patch::Merge(&patch)).await)
+        runtime::ignore_not_found(d_api.patch_status(&name, &pp, &Patch::Merge(&patch)).await)
             .map_err(write_err("updating status", &d))?;
     }
     Ok(match plan.recheck_at {

@@ -20,24 +20,23 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, future};
+use futures::future;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::expectations::Expectations;
 use super::owner::{controller_of, controller_reference, with_owner};
 use super::podstate::{deletion_order, is_active, is_ready};
 use super::template::{generate_name_prefix, pod_from_template};
-use super::{SYNC_RETRY, cache_synced};
+use super::{SYNC_RETRY, cache_synced, runtime};
 use crate::selector::{Selector, SelectorError};
 
 /// First retry delay after a failed pod (Kubernetes' `DefaultJobPodFailureBackOff`).
@@ -399,39 +398,17 @@ pub async fn run(
             resource: "pods",
             source,
         })?;
-    let (pod_reader, pod_writer) = reflector::store::<Pod>();
-    let pods = watcher::watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(pod_writer)
-        .touched_objects();
+    let (pod_reader, pods) = runtime::cache::<Pod>(&client);
     let context = Arc::new(Context {
         client: client.clone(),
         pods: pod_reader,
         expectations: Expectations::new(),
     });
-    info!("job controller starting");
-    Controller::new(Api::<Job>::all(client), watcher::Config::default())
-        .watches_stream(pods, |pod: Pod| {
-            let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-            controller_of(&pod.metadata)
-                .filter(|o| o.kind == "Job")
-                .map(|o| ObjectRef::<Job>::new(&o.name).within(&namespace))
-        })
+    let results = Controller::new(Api::<Job>::all(client), watcher::Config::default())
+        .watches_stream(pods, |pod: Pod| runtime::controlling::<Job>(&pod))
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, context)
-        .for_each(|result| {
-            match result {
-                Ok((job, _)) => debug!(job = %job, "reconciled"),
-                Err(
-                    kube::runtime::controller::Error::ReconcilerFailed(..)
-                    | kube::runtime::controller::Error::ObjectNotFound(..),
-                ) => {}
-                Err(error) => warn!(%error, "job controller queue error"),
-            }
-            future::ready(())
-        })
-        .await;
-    info!("job controller stopped");
+        .run(reconcile, error_policy, context);
+    runtime::drive("job", results).await;
     Ok(())
 }
 

@@ -12,6 +12,8 @@
 //! - [`daemonset`]: one pod per eligible node, rolling updates;
 //! - [`job`]: run pods to completion with parallelism and back-off.
 //!
+//! [`runtime`] holds what every controller's `run` shares around
+//! kube-runtime (caches, owner mapping, the driven reconcile stream).
 //! Shared, pure helpers: [`podstate`] (active/ready/available, deletion
 //! order), [`owner`] (ownerReferences), [`template`] (pods from a
 //! template), [`expectations`] (don't act on a cache that lags our own
@@ -26,6 +28,7 @@ pub mod nodelifecycle;
 pub mod owner;
 pub mod podstate;
 pub mod replicaset;
+pub mod runtime;
 pub mod template;
 #[cfg(test)]
 mod testkit;

@@ -44,7 +44,7 @@ use kube::{Api, Client, ResourceExt};
 use tracing::{debug, info, warn};
 
 use super::podstate::is_active;
-use super::{SYNC_RETRY, cache_synced};
+use super::{SYNC_RETRY, cache_synced, runtime};
 use crate::scheduler::filter::tolerates;
 
 /// Taint of a node whose status is unknown (silent).
@@ -407,27 +407,16 @@ pub async fn run(
     config: NodeLifecycleConfig,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
-    let one = ListParams::default().limit(1);
-    Api::<Node>::all(client.clone())
-        .list(&one)
+    let pre = |resource| move |source| Error::Preflight { resource, source };
+    runtime::can_list::<Node>(&client)
         .await
-        .map_err(|source| Error::Preflight {
-            resource: "nodes",
-            source,
-        })?;
-    Api::<Pod>::all(client.clone())
-        .list(&one)
+        .map_err(pre("nodes"))?;
+    runtime::can_list::<Pod>(&client)
         .await
-        .map_err(|source| Error::Preflight {
-            resource: "pods",
-            source,
-        })?;
-    let (pod_reader, pod_writer) = reflector::store::<Pod>();
+        .map_err(pre("pods"))?;
     // Pods trigger their node (new pods on a tainted node, readiness).
-    let pods = watcher::watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(pod_writer)
-        .touched_objects();
+    let (pod_reader, pods) = runtime::cache::<Pod>(&client);
+    let one = ListParams::default().limit(1);
     let lease_api = Api::<Lease>::namespaced(client.clone(), NODE_LEASE_NAMESPACE);
     let serves_leases = lease_api.list(&one).await.is_ok();
     if !serves_leases {
@@ -481,14 +470,6 @@ pub async fn run(
         .await;
     info!("node lifecycle controller stopped");
     Ok(())
-}
-
-fn ignore_gone<T>(result: Result<T, kube::Error>) -> Result<Option<T>, kube::Error> {
-    match result {
-        Ok(v) => Ok(Some(v)),
-        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(None),
-        Err(e) => Err(e),
-    }
 }
 
 /// Reconciles one node: silence → Unknown, taints, pod readiness,
@@ -572,7 +553,7 @@ pub async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, Err
         };
         let namespace = pod.namespace().unwrap_or_default();
         let patch = serde_json::json!({"status": {"conditions": not_ready_conditions(pod, now)}});
-        ignore_gone(
+        runtime::ignore_not_found(
             Api::<Pod>::namespaced(ctx.client.clone(), &namespace)
                 .patch_status(pod_name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await,
@@ -641,7 +622,7 @@ async fn delete_pod(client: &Client, pod: &Pod, how: Deletion) -> Result<(), kub
         grace_period_seconds: (how == Deletion::Force).then_some(0),
         ..Default::default()
     };
-    ignore_gone(
+    runtime::ignore_not_found(
         Api::<Pod>::namespaced(client.clone(), &namespace)
             .delete(&pod.name_any(), &dp)
             .await,

@@ -19,15 +19,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, future};
+use futures::future;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::WatchStreamExt;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use tracing::{debug, info, warn};
@@ -36,7 +35,7 @@ use super::expectations::Expectations;
 use super::owner::{controller_of, controller_reference, with_owner, without_owner};
 use super::podstate::{available_at, deletion_order, is_active, is_available, is_ready};
 use super::template::{generate_name_prefix, pod_from_template};
-use super::{SYNC_RETRY, cache_synced};
+use super::{SYNC_RETRY, cache_synced, runtime};
 use crate::selector::{Selector, SelectorError};
 
 /// Most pods created or deleted in one reconcile (Kubernetes'
@@ -289,53 +288,28 @@ pub async fn run(
     client: Client,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
-    let one = ListParams::default().limit(1);
-    Api::<ReplicaSet>::all(client.clone())
-        .list(&one)
+    let pre = |resource| move |source| Error::Preflight { resource, source };
+    runtime::can_list::<ReplicaSet>(&client)
         .await
-        .map_err(|source| Error::Preflight {
-            resource: "replicasets",
-            source,
-        })?;
-    Api::<Pod>::all(client.clone())
-        .list(&one)
+        .map_err(pre("replicasets"))?;
+    runtime::can_list::<Pod>(&client)
         .await
-        .map_err(|source| Error::Preflight {
-            resource: "pods",
-            source,
-        })?;
+        .map_err(pre("pods"))?;
 
-    let (pod_reader, pod_writer) = reflector::store::<Pod>();
-    let pods = watcher::watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(pod_writer)
-        .touched_objects();
+    let (pod_reader, pods) = runtime::cache::<Pod>(&client);
     let controller = Controller::new(
         Api::<ReplicaSet>::all(client.clone()),
         watcher::Config::default(),
     );
     let rs_store = controller.store();
     let context = Arc::new(Context::new(client, pod_reader));
-    info!("replicaset controller starting");
-    controller
+    let results = controller
         .watches_stream(pods, move |pod| {
             replica_sets_for_pod(&pod, &rs_store.state())
         })
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, context)
-        .for_each(|result| {
-            match result {
-                Ok((rs, _)) => debug!(replicaset = %rs, "reconciled"),
-                Err(
-                    kube::runtime::controller::Error::ReconcilerFailed(..)
-                    | kube::runtime::controller::Error::ObjectNotFound(..),
-                ) => {}
-                Err(error) => warn!(%error, "replicaset controller queue error"),
-            }
-            future::ready(())
-        })
-        .await;
-    info!("replicaset controller stopped");
+        .run(reconcile, error_policy, context);
+    runtime::drive("replicaset", results).await;
     Ok(())
 }
 
@@ -347,14 +321,6 @@ fn write_err(action: &'static str, rs: &ReplicaSet) -> impl FnOnce(kube::Error) 
         namespace,
         name,
         source,
-    }
-}
-
-fn ignore_not_found<T>(result: Result<T, kube::Error>) -> Result<Option<T>, kube::Error> {
-    match result {
-        Ok(v) => Ok(Some(v)),
-        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(None),
-        Err(e) => Err(e),
     }
 }
 
@@ -405,7 +371,7 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action,
                 "resourceVersion": pod.metadata.resource_version,
                 "ownerReferences": with_owner(&pod.metadata, reference.clone()),
             }});
-            ignore_not_found(
+            runtime::ignore_not_found(
                 api.patch(pod_name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await,
             )
@@ -421,7 +387,7 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action,
             "resourceVersion": pod.metadata.resource_version,
             "ownerReferences": without_owner(&pod.metadata, &uid),
         }});
-        ignore_not_found(
+        runtime::ignore_not_found(
             api.patch(pod_name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await,
         )
@@ -470,7 +436,7 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action,
             }),
             ..Default::default()
         };
-        ignore_not_found(api.delete(pod_name, &dp).await)
+        runtime::ignore_not_found(api.delete(pod_name, &dp).await)
             .map_err(write_err("deleting pod", &rs))?;
         if let Some(pod_uid) = pod.metadata.uid.clone() {
             ctx.expectations.expect(&uid, [], [pod_uid], Instant::now());
@@ -490,7 +456,7 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action,
     if !same_status(&status, &current) {
         let rs_api = Api::<ReplicaSet>::namespaced(ctx.client.clone(), &namespace);
         let patch = serde_json::json!({ "status": status });
-        ignore_not_found(
+        runtime::ignore_not_found(
             rs_api
                 .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await,

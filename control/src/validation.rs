@@ -1076,29 +1076,43 @@ pub fn validate_deployment(deployment: &Deployment) -> Vec<FieldError> {
                 "spec.strategy.rollingUpdate",
                 "may not be specified when strategy `type` is 'Recreate'",
             )),
-            (Some(rolling), _) => {
-                let surge_zero = rolling.max_surge.as_ref().is_some_and(|v| {
-                    check_int_or_percent("spec.strategy.rollingUpdate.maxSurge", v, &mut errors)
-                });
-                let unavailable_zero = rolling.max_unavailable.as_ref().is_some_and(|v| {
-                    check_int_or_percent(
-                        "spec.strategy.rollingUpdate.maxUnavailable",
-                        v,
-                        &mut errors,
-                    )
-                });
-                if surge_zero && unavailable_zero {
-                    errors.push(FieldError::invalid(
-                        "spec.strategy.rollingUpdate.maxUnavailable",
-                        "0",
-                        "may not be 0 when `maxSurge` is 0",
-                    ));
-                }
-            }
+            (Some(rolling), _) => check_surge_and_unavailable(
+                "spec.strategy.rollingUpdate",
+                rolling.max_surge.as_ref(),
+                rolling.max_unavailable.as_ref(),
+                // Deployments default both to 25%.
+                false,
+                &mut errors,
+            ),
             (None, _) => {}
         }
     }
     errors
+}
+
+/// Checks `maxSurge` and `maxUnavailable` of a rolling update under
+/// `prefix`: each an int or percentage, not both zero. `absent_is_zero`
+/// says how an absent value counts for the both-zero rule.
+fn check_surge_and_unavailable(
+    prefix: &str,
+    max_surge: Option<&IntOrString>,
+    max_unavailable: Option<&IntOrString>,
+    absent_is_zero: bool,
+    errors: &mut Vec<FieldError>,
+) {
+    let mut zero = |field: &str, value: Option<&IntOrString>| match value {
+        Some(v) => check_int_or_percent(&format!("{prefix}.{field}"), v, errors),
+        None => absent_is_zero,
+    };
+    let surge_zero = zero("maxSurge", max_surge);
+    let unavailable_zero = zero("maxUnavailable", max_unavailable);
+    if surge_zero && unavailable_zero {
+        errors.push(FieldError::invalid(
+            format!("{prefix}.maxUnavailable"),
+            "0",
+            "may not be 0 when `maxSurge` is 0",
+        ));
+    }
 }
 
 fn selector_immutable(old: &LabelSelector, new: &LabelSelector) -> Option<FieldError> {
@@ -1170,29 +1184,16 @@ pub fn validate_daemon_set(daemon_set: &DaemonSet) -> Vec<FieldError> {
                 "spec.updateStrategy.rollingUpdate",
                 "may not be specified when strategy `type` is 'OnDelete'",
             )),
-            (Some(rolling), _) => {
-                let unavailable_zero = rolling.max_unavailable.as_ref().is_none_or(|v| {
-                    check_int_or_percent(
-                        "spec.updateStrategy.rollingUpdate.maxUnavailable",
-                        v,
-                        &mut errors,
-                    )
-                });
-                let surge_zero = rolling.max_surge.as_ref().is_none_or(|v| {
-                    check_int_or_percent(
-                        "spec.updateStrategy.rollingUpdate.maxSurge",
-                        v,
-                        &mut errors,
-                    )
-                });
-                if unavailable_zero && surge_zero {
-                    errors.push(FieldError::invalid(
-                        "spec.updateStrategy.rollingUpdate.maxUnavailable",
-                        "0",
-                        "may not be 0 when `maxSurge` is 0",
-                    ));
-                }
-            }
+            (Some(rolling), _) => check_surge_and_unavailable(
+                "spec.updateStrategy.rollingUpdate",
+                rolling.max_surge.as_ref(),
+                rolling.max_unavailable.as_ref(),
+                // DaemonSets default maxSurge to 0 (and maxUnavailable to 1,
+                // but an absent one is counted as zero here as Kubernetes'
+                // validation does).
+                true,
+                &mut errors,
+            ),
             (None, _) => {}
         }
     }
@@ -1896,6 +1897,40 @@ mod tests {
             port,
             ..ServicePort::default()
         }
+    }
+
+    #[test]
+    fn rolling_update_cannot_have_zero_surge_and_zero_unavailable() {
+        let int = |n| IntOrString::Int(n);
+        let pct = |p: &str| IntOrString::String(p.to_owned());
+        let check = |surge: Option<IntOrString>, unavailable: Option<IntOrString>, absent| {
+            let mut errors = Vec::new();
+            check_surge_and_unavailable(
+                "spec.x",
+                surge.as_ref(),
+                unavailable.as_ref(),
+                absent,
+                &mut errors,
+            );
+            errors
+                .iter()
+                .map(|e| format!("{}: {}", e.field, e.detail))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            check(Some(int(0)), Some(pct("0%")), false),
+            ["spec.x.maxUnavailable: may not be 0 when `maxSurge` is 0"]
+        );
+        assert!(check(Some(int(1)), Some(int(0)), false).is_empty());
+        // Deployment: absent means 25%; DaemonSet: absent counts as 0.
+        assert!(check(None, Some(int(0)), false).is_empty());
+        assert_eq!(check(None, Some(int(0)), true).len(), 1);
+        assert_eq!(check(None, None, true).len(), 1);
+        let bad = check(Some(int(-1)), Some(int(1)), false);
+        assert!(
+            bad.iter().any(|e| e.starts_with("spec.x.maxSurge")),
+            "{bad:?}"
+        );
     }
 
     #[test]

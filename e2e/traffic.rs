@@ -91,7 +91,8 @@ pub fn until_answered_by(
         let ok = results.iter().all(Result::is_ok);
         if ok {
             let counts = count_names(&results);
-            let even = round % want.len() != 0 || counts.values().all(|c| *c == round / want.len());
+            let even = !round.is_multiple_of(want.len())
+                || counts.values().all(|c| *c == round / want.len());
             if counts.keys().cloned().collect::<Vec<_>>() == want && even {
                 return counts;
             }

@@ -1,10 +1,15 @@
-//! `skiff apply | get | delete`: kubectl-shaped client commands.
+//! `skiff apply | get | delete | rollout | scale`: kubectl-shaped client
+//! commands.
+
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{Args, ValueEnum};
+use clap::{ArgAction, Args, Subcommand, ValueEnum};
 use skiff_control::cli::apply::{self, ApplyOptions};
 use skiff_control::cli::delete::{self, DeleteOptions};
 use skiff_control::cli::get::{self, GetOptions, Output};
+use skiff_control::cli::rollout::{self, HistoryOptions, StatusOptions, UndoOptions};
+use skiff_control::cli::scale::{self, ScaleOptions};
 
 use crate::client::kube_client;
 
@@ -79,6 +84,92 @@ pub struct DeleteArgs {
     selector: Option<String>,
 }
 
+#[derive(Args)]
+pub struct RolloutArgs {
+    #[command(flatten)]
+    server: ServerFlag,
+    #[command(subcommand)]
+    command: RolloutCommand,
+}
+
+#[derive(Subcommand)]
+enum RolloutCommand {
+    /// Watch a rollout until it finishes: prints each new state and exits 0
+    /// once done, non-zero on timeout or when the progress deadline passed.
+    Status(RolloutStatusArgs),
+    /// Roll a Deployment back to the previous revision (or --to-revision).
+    Undo(RolloutUndoArgs),
+    /// List a Deployment's revisions.
+    History(RolloutHistoryArgs),
+}
+
+#[derive(Args)]
+struct RolloutStatusArgs {
+    /// `deploy/NAME` or `deploy NAME` (also `ds/NAME`).
+    #[arg(required = true)]
+    resources: Vec<String>,
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    /// Watch until the rollout finishes; `--watch=false` prints the status
+    /// once.
+    #[arg(
+        short = 'w',
+        long,
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value_t = true,
+        default_missing_value = "true"
+    )]
+    watch: bool,
+    /// Give up after this long (Go duration: 30s, 5m, 1h30m; 0 waits
+    /// forever).
+    #[arg(long, default_value = "0s", value_parser = rollout::parse_go_duration)]
+    timeout: Duration,
+    /// Fail unless this revision is the one rolling out.
+    #[arg(long)]
+    revision: Option<i64>,
+}
+
+#[derive(Args)]
+struct RolloutUndoArgs {
+    /// `deploy/NAME` or `deploy NAME`.
+    #[arg(required = true)]
+    resources: Vec<String>,
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    /// The revision to go back to (default, or 0: the previous one).
+    #[arg(long)]
+    to_revision: Option<i64>,
+}
+
+#[derive(Args)]
+struct RolloutHistoryArgs {
+    /// `deploy/NAME` or `deploy NAME`.
+    #[arg(required = true)]
+    resources: Vec<String>,
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+}
+
+#[derive(Args)]
+pub struct ScaleArgs {
+    #[command(flatten)]
+    server: ServerFlag,
+    /// `deploy/NAME`, `rs/NAME`, `sts/NAME` (several allowed), or `KIND
+    /// NAME...`.
+    #[arg(required = true)]
+    resources: Vec<String>,
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    /// The new number of replicas.
+    #[arg(long, required = true)]
+    replicas: i32,
+    /// Scale only if the object has exactly this many replicas now.
+    #[arg(long)]
+    current_replicas: Option<i32>,
+}
+
 fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -138,6 +229,55 @@ pub fn delete(args: DeleteArgs) -> Result<()> {
     block_on(async {
         let client = kube_client(&args.server.server)?;
         delete::delete(client, &opts, &mut std::io::stdout()).await?;
+        Ok(())
+    })
+}
+
+pub fn rollout(args: RolloutArgs) -> Result<()> {
+    block_on(async {
+        let client = kube_client(&args.server.server)?;
+        let out = &mut std::io::stdout();
+        match args.command {
+            RolloutCommand::Status(a) => {
+                let opts = StatusOptions {
+                    resources: a.resources,
+                    namespace: a.namespace,
+                    watch: a.watch,
+                    timeout: Some(a.timeout).filter(|t| !t.is_zero()),
+                    revision: a.revision,
+                };
+                rollout::status(client, &opts, out).await?;
+            }
+            RolloutCommand::Undo(a) => {
+                let opts = UndoOptions {
+                    resources: a.resources,
+                    namespace: a.namespace,
+                    to_revision: a.to_revision,
+                };
+                rollout::undo(client, &opts, out).await?;
+            }
+            RolloutCommand::History(a) => {
+                let opts = HistoryOptions {
+                    resources: a.resources,
+                    namespace: a.namespace,
+                };
+                rollout::history(client, &opts, out).await?;
+            }
+        }
+        Ok(())
+    })
+}
+
+pub fn scale(args: ScaleArgs) -> Result<()> {
+    let opts = ScaleOptions {
+        resources: args.resources,
+        namespace: args.namespace,
+        replicas: args.replicas,
+        current_replicas: args.current_replicas,
+    };
+    block_on(async {
+        let client = kube_client(&args.server.server)?;
+        scale::scale(client, &opts, &mut std::io::stdout()).await?;
         Ok(())
     })
 }

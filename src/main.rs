@@ -44,6 +44,12 @@ enum Command {
     Get(kubectl_cmd::GetArgs),
     /// Delete objects by kind and name, selector, or manifest.
     Delete(kubectl_cmd::DeleteArgs),
+    /// Follow, undo or list the rollouts of a Deployment (`rollout status
+    /// deploy/web`, `rollout undo deploy/web --to-revision=2`).
+    Rollout(kubectl_cmd::RolloutArgs),
+    /// Set the replicas of a Deployment, ReplicaSet or StatefulSet through
+    /// its /scale subresource (`scale deploy/web --replicas=5`).
+    Scale(kubectl_cmd::ScaleArgs),
     /// Run a node: the agent (pods in network namespaces), the service
     /// proxy and node-local DNS.
     Agent(agent_cmd::AgentArgs),
@@ -79,6 +85,8 @@ fn main() -> Result<()> {
         Command::Apply(args) => kubectl_cmd::apply(args),
         Command::Get(args) => kubectl_cmd::get(args),
         Command::Delete(args) => kubectl_cmd::delete(args),
+        Command::Rollout(args) => kubectl_cmd::rollout(args),
+        Command::Scale(args) => kubectl_cmd::scale(args),
         Command::Agent(args) => agent_cmd::run(args),
         Command::Logs(args) => agent_cmd::logs(args),
         Command::Proxy(args) => proxy_cmd::run(args),

@@ -29,7 +29,7 @@ enum Command {
     /// Run the test suites and print a summary. With no flag: unit, then
     /// kernel, then end-to-end. Kernel and e2e phases need root.
     Test(test::TestArgs),
-    /// Run a benchmark (`cargo xtask bench dataplane|dns [--quick]`): ratios
+    /// Run a benchmark (`cargo xtask bench dataplane|dns|api|scheduler [--quick]`): ratios
     /// measured side by side, printed and written to target/bench/<name>.json.
     Bench(bench::BenchArgs),
 }

@@ -12,7 +12,9 @@
 //!   do not patch `spec.nodeName` (pod validation forbids that change
 //!   anyway). A failed binding un-assumes.
 //! - A pod no node fits gets `PodScheduled=False`, reason `Unschedulable`,
-//!   with the aggregated message; it is retried whenever a Node changes in
+//!   with the aggregated message, and a Warning `FailedScheduling` Event
+//!   (core/v1, best effort, only when that message changes so periodic
+//!   retries do not flood the Events); it is retried whenever a Node changes in
 //!   a way that matters (not on heartbeats), whenever a bound pod frees
 //!   capacity, and otherwise every [`SchedulerConfig::unschedulable_retry`].
 
@@ -21,7 +23,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::{StreamExt, future, stream};
-use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod, PodCondition};
+use k8s_openapi::api::core::v1::{
+    Binding, Event as CoreEvent, EventSource, Node, ObjectReference, Pod, PodCondition,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
@@ -42,6 +46,8 @@ pub const SCHEDULER_NAME: &str = "skiff-scheduler";
 pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
 /// Reason of the `PodScheduled=False` condition.
 pub const REASON_UNSCHEDULABLE: &str = "Unschedulable";
+/// Reason of the Warning Event for a pod no node fits (kube-scheduler's).
+pub const REASON_FAILED_SCHEDULING: &str = "FailedScheduling";
 
 /// Scheduler settings.
 #[derive(Debug, Clone)]
@@ -167,6 +173,47 @@ pub fn with_pod_scheduled(
             });
             Some(conditions)
         }
+    }
+}
+
+/// The core/v1 Warning Event kube-scheduler records for a pod no node
+/// fits: named `<pod>.<unix nanos in hex>` like client-go's recorder,
+/// from `default-scheduler`, about the pod (pure).
+pub fn failed_scheduling_event(pod: &Pod, message: &str, now: Timestamp) -> CoreEvent {
+    let namespace = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_owned());
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    CoreEvent {
+        metadata: ObjectMeta {
+            name: Some(format!("{name}.{:x}", now.as_nanosecond())),
+            namespace: Some(namespace.clone()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("v1".to_owned()),
+            kind: Some("Pod".to_owned()),
+            name: Some(name),
+            namespace: Some(namespace),
+            uid: pod.metadata.uid.clone(),
+            resource_version: pod.metadata.resource_version.clone(),
+            ..Default::default()
+        },
+        type_: Some("Warning".to_owned()),
+        reason: Some(REASON_FAILED_SCHEDULING.to_owned()),
+        message: Some(message.to_owned()),
+        action: Some("Scheduling".to_owned()),
+        source: Some(EventSource {
+            component: Some(DEFAULT_SCHEDULER_NAME.to_owned()),
+            host: None,
+        }),
+        reporting_component: Some(DEFAULT_SCHEDULER_NAME.to_owned()),
+        first_timestamp: Some(Time(now)),
+        last_timestamp: Some(Time(now)),
+        count: Some(1),
+        ..Default::default()
     }
 }
 
@@ -408,6 +455,15 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Error
             ) {
                 info!(%namespace, pod = %name, message = %unschedulable.message, "pod unschedulable");
                 write_conditions(&api, &namespace, &name, conditions).await?;
+                // Events are advisory: a failed write must not hold up
+                // scheduling (client-go's recorder drops them too).
+                let event = failed_scheduling_event(&pod, &unschedulable.message, Timestamp::now());
+                if let Err(error) = Api::<CoreEvent>::namespaced(ctx.client.clone(), &namespace)
+                    .create(&PostParams::default(), &event)
+                    .await
+                {
+                    warn!(%namespace, pod = %name, %error, "recording the FailedScheduling event failed");
+                }
             }
             Ok(Action::requeue(ctx.config.unschedulable_retry))
         }
@@ -487,6 +543,36 @@ mod tests {
         assert_eq!(third[0].status, "True");
         assert_eq!(third[0].reason, None);
         assert_eq!(third[0].last_transition_time, Some(Time(t1)));
+    }
+
+    #[test]
+    fn failed_scheduling_event_names_the_pod() {
+        let mut p = pod("web-1", "", "");
+        p.metadata.namespace = Some("shop".into());
+        p.metadata.uid = Some("pod-uid".into());
+        let now = Timestamp::from_second(1_700_000_000).expect("time");
+        let e = failed_scheduling_event(&p, "0/3 nodes are available: 3 Insufficient cpu.", now);
+        assert_eq!(
+            e.metadata.name.as_deref(),
+            Some(format!("web-1.{:x}", 1_700_000_000_000_000_000_i128).as_str())
+        );
+        assert_eq!(e.metadata.namespace.as_deref(), Some("shop"));
+        assert_eq!(e.involved_object.kind.as_deref(), Some("Pod"));
+        assert_eq!(e.involved_object.name.as_deref(), Some("web-1"));
+        assert_eq!(e.involved_object.namespace.as_deref(), Some("shop"));
+        assert_eq!(e.involved_object.uid.as_deref(), Some("pod-uid"));
+        assert_eq!(e.type_.as_deref(), Some("Warning"));
+        assert_eq!(e.reason.as_deref(), Some("FailedScheduling"));
+        assert_eq!(
+            e.message.as_deref(),
+            Some("0/3 nodes are available: 3 Insufficient cpu.")
+        );
+        assert_eq!(
+            e.source.as_ref().and_then(|s| s.component.as_deref()),
+            Some("default-scheduler")
+        );
+        assert_eq!(e.count, Some(1));
+        assert!(crate::validation::validate_event(&e).is_empty());
     }
 
     #[test]

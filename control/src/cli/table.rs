@@ -457,6 +457,9 @@ pub fn table(
     wide: bool,
     now: DateTime<Utc>,
 ) -> Table {
+    if kind == "Event" {
+        return event_table(objects, with_namespace, now);
+    }
     let (cols, row) = columns(kind, wide);
     let mut header = Vec::new();
     if with_namespace {
@@ -479,6 +482,62 @@ pub fn table(
         })
         .collect();
     Table { header, rows }
+}
+
+/// kubectl's `get events`: LAST SEEN, TYPE, REASON, OBJECT, MESSAGE (no
+/// NAME or AGE), oldest first.
+fn event_table(objects: &[Value], with_namespace: bool, now: DateTime<Utc>) -> Table {
+    let mut events: Vec<&Value> = objects.iter().collect();
+    events.sort_by_key(|v| event_last_seen(v));
+    let mut header = Vec::new();
+    if with_namespace {
+        header.push("NAMESPACE".to_owned());
+    }
+    header.extend(["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"].map(str::to_owned));
+    let rows = events
+        .into_iter()
+        .map(|v| {
+            let mut r = Vec::new();
+            if with_namespace {
+                r.push(s(v, "/metadata/namespace").to_owned());
+            }
+            r.extend(event_row(v, now));
+            r
+        })
+        .collect();
+    Table { header, rows }
+}
+
+/// When an Event last happened: its last, series or first timestamp.
+fn event_last_seen(v: &Value) -> Option<DateTime<Utc>> {
+    [
+        "/lastTimestamp",
+        "/eventTime",
+        "/firstTimestamp",
+        "/metadata/creationTimestamp",
+    ]
+    .iter()
+    .map(|p| s(v, p))
+    .find(|t| !t.is_empty())
+    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+    .map(|t| t.with_timezone(&Utc))
+}
+
+/// LAST SEEN, TYPE, REASON, OBJECT, MESSAGE of an Event.
+fn event_row(v: &Value, now: DateTime<Utc>) -> [String; 5] {
+    [
+        event_last_seen(v)
+            .map(|t| human_age((now - t).num_seconds()))
+            .unwrap_or_else(|| "<unknown>".into()),
+        s(v, "/type").to_owned(),
+        s(v, "/reason").to_owned(),
+        format!(
+            "{}/{}",
+            s(v, "/involvedObject/kind").to_lowercase(),
+            s(v, "/involvedObject/name")
+        ),
+        s(v, "/message").to_owned(),
+    ]
 }
 
 /// The type of a Table column (`columnDefinitions[].type`).
@@ -697,6 +756,14 @@ pub fn server_columns(kind: &str) -> Vec<ServerColumn> {
             AGE,
         ],
         "Lease" => vec![NAME, col("Holder", "The holder of the lease."), AGE],
+        "Event" => vec![
+            col("Last Seen", "Time since the event last happened."),
+            col("Type", "Type of this event (Normal, Warning)."),
+            col("Reason", "Why the action was taken."),
+            col("Object", "The object this event is about."),
+            col("Message", "A human-readable description of the event."),
+            wide(NAME),
+        ],
         _ => vec![NAME, AGE],
     }
 }
@@ -831,6 +898,11 @@ pub fn server_cells(kind: &str, v: &Value, now: DateTime<Utc>) -> Vec<String> {
             cells.push(age);
             cells
         }
+        "Event" => {
+            let mut cells = event_row(v, now).to_vec();
+            cells.push(name);
+            cells
+        }
         _ => vec![name, age],
     }
 }
@@ -927,6 +999,48 @@ mod tests {
     }
 
     #[test]
+    fn events_show_like_kubectl_oldest_first() {
+        let now = DateTime::parse_from_rfc3339("2026-01-01T00:10:00Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        let event = |name: &str, at: &str, reason: &str| {
+            json!({
+                "metadata": {"name": name, "namespace": "default"},
+                "involvedObject": {"kind": "Pod", "name": "web-1"},
+                "type": "Warning",
+                "reason": reason,
+                "message": "0/3 nodes are available: 3 Insufficient cpu.",
+                "lastTimestamp": at,
+            })
+        };
+        let t = table(
+            "Event",
+            &[
+                event("b", "2026-01-01T00:09:30Z", "Second"),
+                event("a", "2026-01-01T00:05:00Z", "FailedScheduling"),
+            ],
+            false,
+            false,
+            now,
+        );
+        assert_eq!(
+            t.header,
+            ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+        );
+        assert_eq!(
+            t.rows[0],
+            [
+                "5m",
+                "Warning",
+                "FailedScheduling",
+                "pod/web-1",
+                "0/3 nodes are available: 3 Insufficient cpu."
+            ]
+        );
+        assert_eq!(t.rows[1][0], "30s");
+    }
+
+    #[test]
     fn server_tables_follow_kubectl_layout() {
         for kind in [
             "Pod",
@@ -950,6 +1064,18 @@ mod tests {
             assert_eq!(columns[0].format, "name");
             assert!(columns.iter().any(|c| c.name == "Age"), "{kind}");
         }
+        // Events: kubectl's LAST SEEN ... MESSAGE, the name only with -o wide.
+        let event = json!({"metadata": {"name": "e1"}, "type": "Normal", "reason": "Scheduled",
+            "involvedObject": {"kind": "Pod", "name": "p"}, "message": "ok",
+            "lastTimestamp": "2026-01-01T00:59:00Z"});
+        let columns = server_columns("Event");
+        let cells = server_cells("Event", &event, now());
+        assert_eq!(cells.len(), columns.len());
+        assert_eq!(cells, ["60s", "Normal", "Scheduled", "pod/p", "ok", "e1"]);
+        assert_eq!(
+            columns.last().map(|c| (c.format, c.priority)),
+            Some(("name", 1))
+        );
         let node = json!({"metadata": {"name": "n1", "creationTimestamp": "2026-01-01T00:00:00Z",
                                        "labels": {"node-role.kubernetes.io/control-plane": "", "kubernetes.io/role": "edge"}},
             "status": {"conditions": [{"type": "Ready", "status": "True"}],

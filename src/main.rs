@@ -71,6 +71,41 @@ enum Command {
     Exec(exec_cmd::ExecArgs),
 }
 
+/// kubectl takes `--server` before the subcommand too (`kubectl --server
+/// URL get pods`); every Skiff subcommand that talks to a server reads
+/// `SKIFF_SERVER` when its own `--server` is not given. So a `--server URL`
+/// (or `--server=URL`) before the subcommand is taken out of the arguments
+/// and returned, for the caller to put into that variable (pure).
+fn hoist_server(
+    mut args: Vec<std::ffi::OsString>,
+) -> (Vec<std::ffi::OsString>, Option<std::ffi::OsString>) {
+    let mut i = 1;
+    while i < args.len() {
+        let arg = args[i].to_string_lossy().into_owned();
+        if arg == "--server" && i + 1 < args.len() {
+            let value = args.remove(i + 1);
+            args.remove(i);
+            return (args, Some(value));
+        }
+        if let Some(value) = arg.strip_prefix("--server=") {
+            let value = value.into();
+            args.remove(i);
+            return (args, Some(value));
+        }
+        if arg == "--log" {
+            // A global option with a separate value: skip both.
+            i += 2;
+            continue;
+        }
+        if !arg.starts_with('-') {
+            // The subcommand: what follows is its business.
+            break;
+        }
+        i += 1;
+    }
+    (args, None)
+}
+
 fn main() -> Result<()> {
     // Like other CLI tools, end quietly when the reader of our output goes
     // away (`skiff get pods | head -1`) instead of failing on EPIPE.
@@ -78,7 +113,12 @@ fn main() -> Result<()> {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+    let (args, server) = hoist_server(std::env::args_os().collect());
+    if let Some(server) = server {
+        // SAFETY: at start-up, before any thread exists.
+        unsafe { std::env::set_var("SKIFF_SERVER", server) };
+    }
+    let cli = Cli::parse_from(args);
     logging::init(&cli.log)?;
     match cli.command {
         Command::Server(args) => server_cmd::run(args),
@@ -95,5 +135,50 @@ fn main() -> Result<()> {
         Command::Up(args) => up_cmd::up(args),
         Command::Down(args) => up_cmd::down(args),
         Command::Exec(args) => exec_cmd::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<std::ffi::OsString> {
+        line.split_whitespace().map(Into::into).collect()
+    }
+
+    #[test]
+    fn server_before_the_subcommand_is_hoisted() {
+        let (rest, server) = hoist_server(args("skiff --server http://x:1 get pods"));
+        assert_eq!(rest, args("skiff get pods"));
+        assert_eq!(server, Some("http://x:1".into()));
+        let (rest, server) = hoist_server(args("skiff --log debug --server=http://y get pods"));
+        assert_eq!(rest, args("skiff --log debug get pods"));
+        assert_eq!(server, Some("http://y".into()));
+    }
+
+    #[test]
+    fn server_after_the_subcommand_stays_where_it_is() {
+        let line = "skiff get pods --server http://x:1";
+        assert_eq!(hoist_server(args(line)), (args(line), None));
+        let line = "skiff exec web -- curl --server x";
+        assert_eq!(hoist_server(args(line)), (args(line), None));
+    }
+
+    #[test]
+    fn every_server_command_also_reads_the_environment() {
+        // The hoisted value reaches subcommands through SKIFF_SERVER, so
+        // each must declare that env fallback.
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        for sub in cli.get_subcommands() {
+            if let Some(arg) = sub.get_arguments().find(|a| a.get_id() == "server") {
+                assert_eq!(
+                    arg.get_env().and_then(|e| e.to_str()),
+                    Some("SKIFF_SERVER"),
+                    "skiff {} --server",
+                    sub.get_name()
+                );
+            }
+        }
     }
 }

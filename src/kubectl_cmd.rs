@@ -170,12 +170,34 @@ pub struct ScaleArgs {
     current_replicas: Option<i32>,
 }
 
-fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-    tokio::runtime::Builder::new_current_thread()
+/// Runs a CLI command against `server`; an error that comes from not
+/// reaching the server at all says which server, and what to check.
+fn block_on<T>(server: &str, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?
-        .block_on(f)
+        .block_on(f);
+    result.map_err(|e| {
+        if unreachable(&e) {
+            e.context(format!(
+                "cannot reach the API server at {server} (is `skiff server` or `skiff up` running? \
+                 pick another with --server or SKIFF_SERVER)"
+            ))
+        } else {
+            e
+        }
+    })
+}
+
+/// Whether the error chain says the connection itself failed.
+fn unreachable(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<kube::Error>(),
+            Some(kube::Error::Service(_) | kube::Error::HyperError(_))
+        )
+    })
 }
 
 pub fn apply(args: ApplyArgs) -> Result<()> {
@@ -183,7 +205,7 @@ pub fn apply(args: ApplyArgs) -> Result<()> {
         files: args.files,
         namespace: args.namespace,
     };
-    block_on(async {
+    block_on(&args.server.server, async {
         let client = kube_client(&args.server.server)?;
         apply::apply(client, &opts, &mut std::io::stdout()).await?;
         Ok(())
@@ -205,7 +227,7 @@ pub fn get(args: GetArgs) -> Result<()> {
             Some(OutputArg::Name) => Output::Name,
         },
     };
-    block_on(async {
+    block_on(&args.server.server, async {
         let client = kube_client(&args.server.server)?;
         get::get(
             client,
@@ -226,7 +248,7 @@ pub fn delete(args: DeleteArgs) -> Result<()> {
         namespace: args.namespace,
         selector: args.selector,
     };
-    block_on(async {
+    block_on(&args.server.server, async {
         let client = kube_client(&args.server.server)?;
         delete::delete(client, &opts, &mut std::io::stdout()).await?;
         Ok(())
@@ -234,7 +256,7 @@ pub fn delete(args: DeleteArgs) -> Result<()> {
 }
 
 pub fn rollout(args: RolloutArgs) -> Result<()> {
-    block_on(async {
+    block_on(&args.server.server, async {
         let client = kube_client(&args.server.server)?;
         let out = &mut std::io::stdout();
         match args.command {
@@ -275,7 +297,7 @@ pub fn scale(args: ScaleArgs) -> Result<()> {
         replicas: args.replicas,
         current_replicas: args.current_replicas,
     };
-    block_on(async {
+    block_on(&args.server.server, async {
         let client = kube_client(&args.server.server)?;
         scale::scale(client, &opts, &mut std::io::stdout()).await?;
         Ok(())

@@ -27,7 +27,14 @@ use clap::{Parser, Subcommand};
 )]
 struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. `info,skiff_proxy=debug`.
-    #[arg(long, global = true, env = "SKIFF_LOG", default_value = "info")]
+    /// The default leaves out kube-client's own report of a failed
+    /// connection: the command's error says it, naming the server.
+    #[arg(
+        long,
+        global = true,
+        env = "SKIFF_LOG",
+        default_value = "info,kube_client::client::builder=off"
+    )]
     log: String,
     #[command(subcommand)]
     command: Command,

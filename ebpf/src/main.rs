@@ -5,8 +5,10 @@
 //! Layout: `maps` (the shared maps), `packet` (bounds-checked header access
 //! and checksum-correct rewrites), `lb` (service lookup, round-robin backend
 //! choice), `nat` (conntrack and DNAT/reverse-NAT of one packet), `counters`
-//! (per-CPU reason counters). Entry points below are thin: they map a
-//! `Result` to a tc verdict and count why.
+//! (per-CPU reason counters), `reject` (refusals: TCP RST, ICMP port
+//! unreachable), `icmp` (ICMP errors about tracked flows, translated back),
+//! `route` (forwarding after SNAT), `sock` (socket-level LB). Entry points
+//! below are thin: they map a `Result` to a tc verdict and count why.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 // `atomic_xadd`: the only fetch-and-add the BPF target offers (see lb.rs).
@@ -18,6 +20,8 @@
 
 #[cfg(target_arch = "bpf")]
 mod counters;
+#[cfg(target_arch = "bpf")]
+mod icmp;
 #[cfg(target_arch = "bpf")]
 mod lb;
 #[cfg(target_arch = "bpf")]
@@ -38,9 +42,10 @@ mod programs {
     use aya_ebpf::bindings::{TC_ACT_OK, TC_ACT_SHOT};
     use aya_ebpf::macros::{cgroup_sock_addr, classifier};
     use aya_ebpf::programs::{SockAddrContext, TcContext};
-    use skiff_ebpf_common::Reason;
+    use skiff_ebpf_common::{PROTO_TCP, Reason};
 
     use crate::counters::count;
+    use crate::icmp::IcmpVerdict;
     use crate::nat::{self, Verdict};
     use crate::sock::{self, SockVerdict};
 
@@ -107,6 +112,7 @@ mod programs {
     pub fn skiff_tc(ctx: TcContext) -> i32 {
         match nat::handle(&ctx) {
             Ok(Verdict::Pass) => TC_ACT_OK as i32,
+            Ok(Verdict::Other) => icmp_error(&ctx),
             Ok(Verdict::Translated) => {
                 count(Reason::Translated);
                 TC_ACT_OK as i32
@@ -121,13 +127,37 @@ mod programs {
             }
             Ok(Verdict::Refused(pkt)) => {
                 count(Reason::NoBackend);
-                // TCP gets a RST back; anything else (or a RST we could not
-                // build) is dropped.
-                crate::reject::tcp_reset(&ctx, &pkt).unwrap_or(TC_ACT_SHOT as i32)
+                // TCP gets a RST back, UDP an ICMP port unreachable; a reply
+                // we could not build means a drop.
+                let reply = if pkt.proto == PROTO_TCP {
+                    crate::reject::tcp_reset(&ctx, &pkt)
+                } else {
+                    crate::reject::icmp_port_unreachable(&ctx, &pkt)
+                };
+                reply.unwrap_or(TC_ACT_SHOT as i32)
             }
             Err(reason) => {
                 // A packet we could not parse or rewrite is left to the
                 // stack rather than silently dropped; the counter says why.
+                count(reason);
+                TC_ACT_OK as i32
+            }
+        }
+    }
+
+    /// ICMP errors about translated flows, translated back.
+    fn icmp_error(ctx: &TcContext) -> i32 {
+        match crate::icmp::handle(ctx) {
+            Ok(IcmpVerdict::Pass) => TC_ACT_OK as i32,
+            Ok(IcmpVerdict::Translated) => {
+                count(Reason::ReverseTranslated);
+                TC_ACT_OK as i32
+            }
+            Ok(IcmpVerdict::Forwarded) => {
+                count(Reason::ReverseTranslated);
+                aya_ebpf::bindings::TC_ACT_REDIRECT as i32
+            }
+            Err(reason) => {
                 count(reason);
                 TC_ACT_OK as i32
             }

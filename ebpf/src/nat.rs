@@ -4,15 +4,17 @@
 //! client's tuple (so later packets keep their backend) and REPLY keyed by
 //! the backend's reply tuple (so replies are reverse-NAT'd to the service
 //! address). Source NAT to the node address is applied for NodePort traffic
-//! to a backend on another node unless `externalTrafficPolicy: Local`; the
-//! client's source port is kept (collisions between two clients that use
-//! the same source port towards the same backend are possible; see the
-//! proxy's design notes).
+//! to a backend on another node unless `externalTrafficPolicy: Local`, with
+//! a source port of its own from the node's SNAT range (two clients using
+//! the same source port towards one backend would otherwise share a reply
+//! tuple).
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::bindings::BPF_NOEXIST;
+use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
 use aya_ebpf::programs::TcContext;
 use skiff_ebpf_common::{
-    Backend4, CtEntry4, CtKey4, Reason, backend_flags, ct_dir, ct_flags, svc_flags,
+    Backend4, CtEntry4, CtKey4, Reason, SNAT_PORT_MAX_DEFAULT, SNAT_PORT_MIN_DEFAULT,
+    backend_flags, ct_dir, ct_flags, svc_flags,
 };
 
 use crate::maps::{BACKENDS, CONFIG, CONNTRACK, REVNAT};
@@ -22,6 +24,8 @@ use crate::{lb, route};
 pub enum Verdict {
     /// Not a service packet: left alone.
     Pass,
+    /// Neither TCP nor UDP (the caller looks for ICMP errors, `icmp`).
+    Other,
     /// DNAT'd (new or tracked flow).
     Translated,
     /// A reply, reverse-NAT'd.
@@ -36,7 +40,7 @@ pub enum Verdict {
 #[inline(always)]
 pub fn handle(ctx: &TcContext) -> Result<Verdict, Reason> {
     let Some(mut pkt) = packet::parse(ctx)? else {
-        return Ok(Verdict::Pass);
+        return Ok(Verdict::Other);
     };
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
@@ -70,7 +74,14 @@ pub fn handle(ctx: &TcContext) -> Result<Verdict, Reason> {
         // SAFETY: as above.
         if let Some(backend) = unsafe { BACKENDS.get(&entry.backend_id) }.copied() {
             let snat = entry.flags & ct_flags::SNAT != 0;
-            dnat(ctx, &mut pkt, &backend, snat)?;
+            // Entries written before ports were allocated kept the
+            // client's port.
+            let port = if entry.snat_port_be != 0 {
+                entry.snat_port_be
+            } else {
+                pkt.sport_be
+            };
+            dnat(ctx, &mut pkt, &backend, snat, port)?;
             return Ok(forwarded_if(ctx, &pkt, snat, Verdict::Translated));
         }
         // The backend was deleted: the flow is dead; pick anew below.
@@ -95,7 +106,7 @@ pub fn handle(ctx: &TcContext) -> Result<Verdict, Reason> {
     if snat {
         flags |= ct_flags::SNAT;
     }
-    let entry = CtEntry4::new(
+    let mut entry = CtEntry4::new(
         choice.backend_id,
         client_addr,
         client_port,
@@ -103,26 +114,80 @@ pub fn handle(ctx: &TcContext) -> Result<Verdict, Reason> {
         flags,
         now,
     );
+    let mut port = client_port;
+    if snat {
+        // The REPLY entry is claimed with the port: two clients using the
+        // same source port towards one backend must not share a tuple.
+        port = claim_snat_port(&pkt, &choice.backend, &mut entry)?;
+    }
     CONNTRACK
         .insert(&orig_key, &entry, 0)
         .map_err(|_| Reason::ConntrackFull)?;
 
-    dnat(ctx, &mut pkt, &choice.backend, snat)?;
+    dnat(ctx, &mut pkt, &choice.backend, snat, port)?;
 
-    // After DNAT (and SNAT) `pkt` holds the tuple as it leaves; the reply
-    // comes back with it mirrored.
-    let reply_key = CtKey4::new(
-        pkt.daddr_be,
-        pkt.saddr_be,
-        pkt.dport_be,
-        pkt.sport_be,
-        pkt.proto,
-        ct_dir::REPLY,
-    );
-    CONNTRACK
-        .insert(&reply_key, &entry, 0)
-        .map_err(|_| Reason::ConntrackFull)?;
+    if !snat {
+        // After DNAT `pkt` holds the tuple as it leaves; the reply comes
+        // back with it mirrored.
+        let reply_key = CtKey4::new(
+            pkt.daddr_be,
+            pkt.saddr_be,
+            pkt.dport_be,
+            pkt.sport_be,
+            pkt.proto,
+            ct_dir::REPLY,
+        );
+        CONNTRACK
+            .insert(&reply_key, &entry, 0)
+            .map_err(|_| Reason::ConntrackFull)?;
+    }
     Ok(forwarded_if(ctx, &pkt, snat, Verdict::Translated))
+}
+
+/// Tries this many ports of the SNAT range before giving up on a flow.
+const SNAT_PORT_TRIES: u32 = 16;
+
+/// Picks a free node-side source port for a SNAT'd flow and inserts its
+/// REPLY entry, atomically (`BPF_NOEXIST`): the port is free when no REPLY
+/// entry names (backend, node address, backend port, port). The search
+/// starts at a random point of the range and probes a bounded number of
+/// ports, as Cilium's SNAT does. Returns the port (network order) and
+/// records it in `entry`; when every probed port is taken the flow is not
+/// translated and counted as `conntrack_full` (a new counter would change
+/// the pinned counter map's size, which a restarted agent must adopt).
+#[inline(always)]
+fn claim_snat_port(pkt: &Packet, backend: &Backend4, entry: &mut CtEntry4) -> Result<u16, Reason> {
+    let cfg = CONFIG.get(0).copied().ok_or(Reason::DanglingId)?;
+    if cfg.node_addr_be == 0 {
+        return Err(Reason::DanglingId);
+    }
+    let (min, max) = if cfg.snat_port_min == 0 || cfg.snat_port_max < cfg.snat_port_min {
+        (SNAT_PORT_MIN_DEFAULT, SNAT_PORT_MAX_DEFAULT)
+    } else {
+        (cfg.snat_port_min, cfg.snat_port_max)
+    };
+    let span = u32::from(max - min) + 1;
+    // SAFETY: bpf_get_prandom_u32 has no preconditions.
+    let start = unsafe { bpf_get_prandom_u32() } % span;
+    for i in 0..SNAT_PORT_TRIES {
+        let port_be = (min + ((start + i) % span) as u16).to_be();
+        entry.snat_port_be = port_be;
+        let reply_key = CtKey4::new(
+            backend.addr_be,
+            cfg.node_addr_be,
+            backend.port_be,
+            port_be,
+            pkt.proto,
+            ct_dir::REPLY,
+        );
+        if CONNTRACK
+            .insert(reply_key, *entry, BPF_NOEXIST as u64)
+            .is_ok()
+        {
+            return Ok(port_be);
+        }
+    }
+    Err(Reason::ConntrackFull)
 }
 
 /// With source NAT to a node address the packet is routed by us (see
@@ -137,8 +202,16 @@ fn forwarded_if(ctx: &TcContext, pkt: &Packet, snat: bool, otherwise: Verdict) -
     otherwise
 }
 
+/// Rewrites the destination to the backend and, with `snat`, the source to
+/// the node address and `snat_port_be`.
 #[inline(always)]
-fn dnat(ctx: &TcContext, pkt: &mut Packet, backend: &Backend4, snat: bool) -> Result<(), Reason> {
+fn dnat(
+    ctx: &TcContext,
+    pkt: &mut Packet,
+    backend: &Backend4,
+    snat: bool,
+    snat_port_be: u16,
+) -> Result<(), Reason> {
     packet::set_addr(ctx, pkt, Side::Destination, backend.addr_be)?;
     packet::set_port(ctx, pkt, Side::Destination, backend.port_be)?;
     if snat {
@@ -147,6 +220,7 @@ fn dnat(ctx: &TcContext, pkt: &mut Packet, backend: &Backend4, snat: bool) -> Re
             return Err(Reason::DanglingId);
         }
         packet::set_addr(ctx, pkt, Side::Source, cfg.node_addr_be)?;
+        packet::set_port(ctx, pkt, Side::Source, snat_port_be)?;
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
-//! Refusing a TCP connection to a service without backends: the packet is
-//! turned into a RST answering it and sent back out the interface it came
-//! in on, so the client sees "connection refused" at once instead of
-//! retransmitting SYNs into a black hole.
+//! Refusing traffic to a service without backends: a TCP segment is turned
+//! into a RST answering it, a UDP datagram into an ICMP port unreachable,
+//! and sent back out the interface it came in on, so the client sees
+//! "connection refused" at once instead of retransmitting into a black hole.
 
 use aya_ebpf::EbpfContext;
 use aya_ebpf::bindings::{__sk_buff, TC_ACT_REDIRECT};
@@ -9,7 +9,7 @@ use aya_ebpf::helpers::{bpf_csum_diff, bpf_redirect, bpf_skb_change_tail};
 use aya_ebpf::programs::TcContext;
 use skiff_ebpf_common::{PROTO_TCP, Reason};
 
-use crate::packet::Packet;
+use crate::packet::{PROTO_ICMP, Packet};
 
 const ETH_HLEN: usize = 14;
 const IP_HLEN: usize = 20;
@@ -143,4 +143,102 @@ pub fn tcp_reset(ctx: &TcContext, pkt: &Packet) -> Result<i32, Reason> {
         return Err(Reason::HelperFailed);
     }
     Ok(TC_ACT_REDIRECT as i32)
+}
+
+const ICMP_HLEN: usize = 8;
+/// What an ICMP error quotes: the offending IP header and 8 bytes of its
+/// payload (RFC 792), here the whole UDP header.
+const QUOTE_LEN: usize = IP_HLEN + 8;
+const ICMP_LEN: usize = IP_HLEN + ICMP_HLEN + QUOTE_LEN;
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_PORT_UNREACH: u8 = 3;
+
+/// The reply's IP and ICMP headers and the quote, 4-byte aligned for
+/// `bpf_csum_diff`.
+#[repr(C, align(4))]
+struct IcmpReply([u8; ICMP_LEN]);
+
+/// One's complement sum of a 4-byte aligned buffer whose length is a
+/// multiple of 4, folded to the 16-bit checksum.
+#[inline(always)]
+fn checksum(ptr: *mut u8, len: u32) -> Result<u16, Reason> {
+    // SAFETY: the caller passes a 4-byte aligned stack buffer of `len`
+    // bytes; bpf_csum_diff only reads it.
+    let sum = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, ptr as *mut u32, len, 0) };
+    if sum < 0 {
+        return Err(Reason::HelperFailed);
+    }
+    let mut folded = sum as u64;
+    folded = (folded & 0xffff) + (folded >> 16);
+    folded = (folded & 0xffff) + (folded >> 16);
+    folded = (folded & 0xffff) + (folded >> 16);
+    Ok(!(folded as u16))
+}
+
+/// Rewrites a UDP datagram into an ICMP port unreachable for its sender
+/// (from the service address it was sent to, quoting its IP header and UDP
+/// header) and redirects it out of the ingress interface. A connected UDP
+/// socket then fails with ECONNREFUSED, as with kube-proxy's REJECT.
+/// Returns the tc action to use.
+#[inline(always)]
+pub fn icmp_port_unreachable(ctx: &TcContext, pkt: &Packet) -> Result<i32, Reason> {
+    if pkt.l4_off != ETH_HLEN + IP_HLEN || pkt.saddr_be == 0 {
+        // IP options (not worth reshaping) or no one to answer: the caller
+        // drops instead.
+        return Err(Reason::HelperFailed);
+    }
+    let quote: [u8; QUOTE_LEN] = ctx.load(ETH_HLEN).map_err(|_| Reason::Truncated)?;
+
+    let skb = ctx.as_ptr() as *mut __sk_buff;
+    // SAFETY: the context is a valid __sk_buff for the program's duration.
+    let (ifindex, ret) = unsafe {
+        (
+            (*skb).ifindex,
+            bpf_skb_change_tail(skb, (ETH_HLEN + ICMP_LEN) as u32, 0),
+        )
+    };
+    if ret != 0 {
+        return Err(Reason::HelperFailed);
+    }
+
+    let macs: [u8; 12] = ctx.load(0).map_err(|_| Reason::Truncated)?;
+    let mut swapped = [0u8; 12];
+    swapped[..6].copy_from_slice(&macs[6..]);
+    swapped[6..].copy_from_slice(&macs[..6]);
+    ctx.store(0, &swapped, 0)
+        .map_err(|_| Reason::HelperFailed)?;
+
+    let mut reply = IcmpReply([0; ICMP_LEN]);
+    let b = &mut reply.0;
+    // IPv4: version 4, 20 bytes; the original TOS; no fragmentation.
+    b[0] = 0x45;
+    b[1] = quote[1];
+    b[2..4].copy_from_slice(&(ICMP_LEN as u16).to_be_bytes());
+    b[6] = 0x40;
+    b[8] = 64;
+    b[9] = PROTO_ICMP;
+    b[12..16].copy_from_slice(&pkt.daddr_be.to_ne_bytes());
+    b[16..20].copy_from_slice(&pkt.saddr_be.to_ne_bytes());
+    // ICMP destination unreachable / port unreachable, then the quote.
+    b[IP_HLEN] = ICMP_DEST_UNREACH;
+    b[IP_HLEN + 1] = ICMP_PORT_UNREACH;
+    b[IP_HLEN + ICMP_HLEN..].copy_from_slice(&quote);
+
+    let ip_csum = checksum(b.as_mut_ptr(), IP_HLEN as u32)?;
+    b[10..12].copy_from_slice(&ip_csum.to_ne_bytes());
+    // SAFETY: IP_HLEN is a multiple of 4, so the ICMP part stays aligned.
+    let icmp_csum = checksum(
+        unsafe { b.as_mut_ptr().add(IP_HLEN) },
+        (ICMP_HLEN + QUOTE_LEN) as u32,
+    )?;
+    b[IP_HLEN + 2..IP_HLEN + 4].copy_from_slice(&icmp_csum.to_ne_bytes());
+    ctx.store(ETH_HLEN, &reply.0, 0)
+        .map_err(|_| Reason::HelperFailed)?;
+
+    // SAFETY: plain helper call.
+    let action = unsafe { bpf_redirect(ifindex, 0) };
+    if action != i64::from(TC_ACT_REDIRECT) {
+        return Err(Reason::HelperFailed);
+    }
+    Ok(TC_ACT_REDIRECT)
 }

@@ -196,7 +196,9 @@ pub struct CtEntry4 {
     pub rev_nat_id: u16,
     /// `ct_flags` bits.
     pub flags: u16,
-    pub _pad: [u8; 2],
+    /// With [`ct_flags::SNAT`]: the node-side source port the flow was
+    /// given (0 in entries of programs that kept the client's port).
+    pub snat_port_be: u16,
     /// `bpf_ktime_get_ns()` of the last packet seen.
     pub last_seen_ns: u64,
 }
@@ -217,7 +219,7 @@ impl CtEntry4 {
             client_port_be,
             rev_nat_id,
             flags,
-            _pad: [0; 2],
+            snat_port_be: 0,
             last_seen_ns,
         }
     }
@@ -229,13 +231,20 @@ pub mod ct_flags {
     pub const SNAT: u16 = 1 << 0;
 }
 
+/// SNAT source ports used when [`NodeConfig`] names no range: above
+/// Linux's default ephemeral range (32768-60999), so the node's own
+/// connections to a backend do not share a tuple with a SNAT'd flow.
+pub const SNAT_PORT_MIN_DEFAULT: u16 = 61_000;
+pub const SNAT_PORT_MAX_DEFAULT: u16 = 65_535;
+
 /// Per-node settings read by the tc programs (array map of one element).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NodeConfig {
     /// Address used as SNAT source for NodePort traffic to remote backends.
     pub node_addr_be: u32,
-    /// First port of the SNAT source-port range (host order).
+    /// First and last port of the SNAT source-port range (host order);
+    /// 0 for both means [`SNAT_PORT_MIN_DEFAULT`]..=[`SNAT_PORT_MAX_DEFAULT`].
     pub snat_port_min: u16,
     pub snat_port_max: u16,
 }

@@ -63,7 +63,7 @@ impl EbpfDataplane {
         if let Some(addr) = config.node_addr {
             maps.set_node_config(NodeConfig::new(u32::from_ne_bytes(addr.octets()), 0, 0))?;
         }
-        let planner = Planner::from_maps(maps.dump_services(), maps.dump_backends());
+        let planner = adopt(&maps);
         tracing::info!(
             pin_dir = %pin_dir.display(),
             adopted_frontends = planner.frontends().len(),
@@ -97,8 +97,9 @@ impl EbpfDataplane {
         &self.loaded.pin_dir
     }
 
-    fn apply(&mut self, ops: &[Op]) -> Result<(usize, usize, usize), EbpfError> {
-        let (mut written, mut removed, mut flushed) = (0, 0, 0);
+    /// Applies planned ops; returns (entries written, entries removed).
+    fn apply(&mut self, ops: &[Op]) -> Result<(usize, usize), EbpfError> {
+        let (mut written, mut removed) = (0, 0);
         let mut dead = Vec::new();
         for op in ops {
             match op {
@@ -121,17 +122,23 @@ impl EbpfDataplane {
                     self.maps.remove_rev_nat(*id)?;
                     removed += 1;
                 }
-                Op::RemoveBackend(id) => {
-                    // Backend removals come last; collected so conntrack is
-                    // walked once per sync.
-                    dead.push(*id);
-                }
+                Op::RemoveBackend(id) => dead.push(*id),
             }
         }
-        flushed += self.maps.remove_backends(&dead)?;
+        // Their flows are dropped lazily by the datapath; see
+        // `ServiceMaps::remove_backend_entries`.
+        self.maps.remove_backend_entries(&dead)?;
         removed += dead.len();
-        Ok((written, removed, flushed))
+        Ok((written, removed))
     }
+}
+
+/// The planner for what the maps hold, allocating backend ids above any
+/// that conntrack or affinity entries still name.
+fn adopt(maps: &ServiceMaps) -> Planner {
+    let mut planner = Planner::from_maps(maps.dump_services(), maps.dump_backends());
+    planner.allocate_backend_ids_above(maps.max_backend_id_referenced());
+    planner
 }
 
 fn link_pin(pin_dir: &Path, iface: &str, dir: &str) -> PathBuf {
@@ -179,7 +186,9 @@ impl Dataplane for EbpfDataplane {
 
     fn sync(&mut self, desired: &DesiredState) -> Result<SyncReport, DataplaneError> {
         let start = Instant::now();
-        let (ops, next) = self
+        // The planner moves to the planned state at once; if applying
+        // fails it is rebuilt from the maps below.
+        let ops = self
             .planner
             .plan(desired)
             .map_err(|e| DataplaneError::Backend {
@@ -192,22 +201,19 @@ impl Dataplane for EbpfDataplane {
             .filter(|o| matches!(o, Op::UpsertService { .. } | Op::RemoveService { .. }))
             .count();
         match self.apply(&ops) {
-            Ok((objects_written, objects_removed, flows_flushed)) => {
-                self.planner = next;
-                Ok(SyncReport {
-                    services_changed,
-                    full: false,
-                    duration: start.elapsed(),
-                    objects_written,
-                    objects_removed,
-                    flows_flushed,
-                })
-            }
+            Ok((objects_written, objects_removed)) => Ok(SyncReport {
+                services_changed,
+                full: false,
+                duration: start.elapsed(),
+                objects_written,
+                objects_removed,
+                // Flows of removed backends end at their next packet.
+                flows_flushed: 0,
+            }),
             Err(e) => {
                 // Trust the maps, not our plan: the next sync diffs against
                 // what really got written.
-                self.planner =
-                    Planner::from_maps(self.maps.dump_services(), self.maps.dump_backends());
+                self.planner = adopt(&self.maps);
                 Err(backend_err("applying map updates")(e))
             }
         }
@@ -227,7 +233,11 @@ impl Dataplane for EbpfDataplane {
                 }));
             }
         }
-        self.planner = Planner::new();
+        // This process still holds the maps; their flows must not name
+        // the backends the next sync writes.
+        let mut planner = Planner::new();
+        planner.allocate_backend_ids_above(self.maps.max_backend_id_referenced());
+        self.planner = planner;
         Ok(())
     }
 }

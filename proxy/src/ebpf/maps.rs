@@ -11,8 +11,9 @@
 use aya::Ebpf;
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use skiff_ebpf_common::{
-    Backend4, CtEntry4, CtKey4, MAP_BACKENDS, MAP_CONFIG, MAP_CONNTRACK, MAP_REASONS, MAP_REVNAT,
-    MAP_SERVICES, NodeConfig, Reason, RevNat4, Svc4Key, Svc4Value,
+    AffinityKey, AffinityValue, Backend4, CtEntry4, CtKey4, MAP_AFFINITY, MAP_BACKENDS, MAP_CONFIG,
+    MAP_CONNTRACK, MAP_REASONS, MAP_REVNAT, MAP_SERVICES, NodeConfig, Reason, RevNat4, Svc4Key,
+    Svc4Value,
 };
 
 use super::EbpfError;
@@ -43,6 +44,7 @@ pub struct ServiceMaps {
     backends: HashMap<MapData, u32, Backend4>,
     revnat: HashMap<MapData, u32, RevNat4>,
     conntrack: HashMap<MapData, CtKey4, CtEntry4>,
+    affinity: HashMap<MapData, AffinityKey, AffinityValue>,
     reasons: PerCpuArray<MapData, u64>,
     config: Array<MapData, NodeConfig>,
 }
@@ -65,6 +67,7 @@ impl ServiceMaps {
             backends: take(ebpf, MAP_BACKENDS)?,
             revnat: take(ebpf, MAP_REVNAT)?,
             conntrack: take(ebpf, MAP_CONNTRACK)?,
+            affinity: take(ebpf, MAP_AFFINITY)?,
             reasons: take(ebpf, MAP_REASONS)?,
             config: take(ebpf, MAP_CONFIG)?,
         })
@@ -140,9 +143,46 @@ impl ServiceMaps {
         }
     }
 
+    /// Removes backends no slot names any more, without walking conntrack
+    /// (what a sync does). Flows of a removed backend need no flush: the
+    /// datapath drops a conntrack entry whose backend id no longer resolves
+    /// at the flow's next packet and picks a live backend (`nat.rs`), as
+    /// kube-proxy's UDP flush would; and ids are never handed out twice
+    /// (see [`Self::max_backend_id_referenced`]), so a stale entry can never
+    /// name someone else's backend. A walk costs the whole conntrack map
+    /// (about 2 µs per entry, and a scan of every bucket when empty), far
+    /// more than an endpoint change is allowed to.
+    pub fn remove_backend_entries(&mut self, ids: &[u32]) -> Result<(), EbpfError> {
+        for id in ids {
+            match self.backends.remove(id) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(EbpfError::map(MAP_BACKENDS)(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The highest backend id a conntrack or session-affinity entry names
+    /// (0 if none). A restarted proxy allocates above it: reusing such an id
+    /// would hand a stale flow or affinity to an unrelated backend. Walks
+    /// both maps; done once at start.
+    pub fn max_backend_id_referenced(&self) -> u32 {
+        let ct = self
+            .conntrack
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(_, v)| v.backend_id);
+        let aff = self
+            .affinity
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(_, v)| v.backend_id);
+        ct.chain(aff).max().unwrap_or(0)
+    }
+
     /// Removes a backend no slot names any more, and the conntrack entries
-    /// of its flows (they would otherwise keep sending to a dead address).
-    /// Returns how many conntrack entries were dropped.
+    /// of its flows at once (they would otherwise wait for their next
+    /// packet). Returns how many conntrack entries were dropped.
     pub fn remove_backend(&mut self, id: u32) -> Result<usize, EbpfError> {
         self.remove_backends(&[id])
     }

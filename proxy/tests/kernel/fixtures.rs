@@ -9,7 +9,6 @@ use skiff_proxy::ebpf::{BackendSpec, ServiceSpec};
 use crate::harness::KernelEnv;
 
 pub const TC_ACT_OK: i32 = 0;
-pub const TC_ACT_SHOT: i32 = 2;
 pub const TC_ACT_REDIRECT: i32 = 7;
 
 pub const NODE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);

@@ -86,3 +86,68 @@ pub fn parse_checked(frame: &[u8]) -> Seen {
         _ => panic!("output is neither TCP nor UDP"),
     }
 }
+
+/// An ICMP error from `src` to `dst` quoting `quoted` (an IP packet, or
+/// its first bytes).
+pub fn icmp_error(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    kind: etherparse::Icmpv4Type,
+    quoted: &[u8],
+) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
+        .ipv4(src.octets(), dst.octets(), 64)
+        .icmpv4(kind);
+    let mut out = Vec::with_capacity(b.size(quoted.len()));
+    b.write(&mut out, quoted).expect("building ICMP packet");
+    out
+}
+
+/// What an ICMP packet says, after checking its IPv4 and ICMP checksums.
+#[derive(Debug)]
+pub struct IcmpSeen {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub icmp_type: u8,
+    pub code: u8,
+    /// Bytes 5-8 of the ICMP header (e.g. the next-hop MTU).
+    pub rest: [u8; 4],
+    /// What the error quotes.
+    pub quoted: Vec<u8>,
+}
+
+/// Parses an Ethernet/IPv4/ICMP frame and panics unless both checksums
+/// are correct.
+pub fn parse_icmp_checked(frame: &[u8]) -> IcmpSeen {
+    let p = SlicedPacket::from_ethernet(frame).expect("output packet parses");
+    let Some(NetSlice::Ipv4(ip)) = p.net else {
+        panic!("output is not IPv4")
+    };
+    let hdr = ip.header().to_header();
+    assert_eq!(
+        hdr.header_checksum,
+        hdr.calc_header_checksum(),
+        "IPv4 header checksum is wrong"
+    );
+    assert_eq!(
+        usize::from(hdr.total_len),
+        frame.len() - 14,
+        "IPv4 total length must match the frame"
+    );
+    let Some(TransportSlice::Icmpv4(icmp)) = p.transport else {
+        panic!("output is not ICMPv4")
+    };
+    assert_eq!(
+        icmp.checksum(),
+        icmp.header().icmp_type.calc_checksum(icmp.payload()),
+        "ICMP checksum is wrong"
+    );
+    IcmpSeen {
+        src: Ipv4Addr::from(hdr.source),
+        dst: Ipv4Addr::from(hdr.destination),
+        icmp_type: icmp.type_u8(),
+        code: icmp.code_u8(),
+        rest: icmp.bytes5to8(),
+        quoted: icmp.payload().to_vec(),
+    }
+}

@@ -147,6 +147,26 @@ fn restarting_the_ebpf_proxy_keeps_an_established_nodeport_connection() {
     );
     assert_eq!(roundtrip(&mut conn, b"after"), b"after");
 
+    // From the adopted state on, syncs are incremental: a second endpoint
+    // rewrites exactly the service's two frontends, and the same state
+    // again writes nothing.
+    let mut grown = desired.clone();
+    for entry in grown.services.values_mut() {
+        let mut extra = entry.endpoints[0].clone();
+        extra.addr = Ipv4Addr::new(10, 244, 1, 10);
+        entry.endpoints.push(extra);
+    }
+    let report = second.sync(&grown).expect("sync with a second endpoint");
+    assert_eq!(report.services_changed, 2, "{report:?}");
+    assert_eq!(report.objects_removed, 0, "{report:?}");
+    let report = second.sync(&grown).expect("same state again");
+    assert_eq!(
+        (report.services_changed, report.objects_written),
+        (0, 0),
+        "{report:?}"
+    );
+    second.sync(&desired).expect("back to one endpoint");
+
     let mut fresh = client
         .run_in(|| TcpStream::connect_timeout(&nodeport.into(), Duration::from_secs(5)))
         .expect("setns")

@@ -4,13 +4,15 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use skiff_ebpf_common::{
-    NodeConfig, PROTO_TCP, PROTO_UDP, Reason, RevNat4, SCOPE_EXTERNAL, Svc4Key, ct_dir, svc_flags,
+    NodeConfig, PROTO_TCP, PROTO_UDP, Reason, RevNat4, SCOPE_EXTERNAL, SNAT_PORT_MAX_DEFAULT,
+    SNAT_PORT_MIN_DEFAULT, Svc4Key, ct_dir, svc_flags,
 };
 use skiff_proxy::ebpf::ServiceSpec;
 
 use crate::fixtures::*;
 use crate::harness::KernelEnv;
-use crate::packets::{Flags, Seen, parse_checked, tcp, udp};
+use crate::packets::{Flags, Seen, icmp_error, parse_checked, parse_icmp_checked, tcp, udp};
+use etherparse::{Icmpv4Type, icmpv4::DestUnreachableHeader};
 
 #[test]
 #[ignore = "needs root: run by cargo xtask test --kernel"]
@@ -98,22 +100,80 @@ fn tc_nodeport_to_remote_backend_is_snatted_and_reply_restored() {
     let out = parse_checked(&run.packet);
     assert_eq!(out.dst, remote);
     assert_eq!(
-        out.src,
-        SocketAddrV4::new(NODE, CLIENT.port()),
+        *out.src.ip(),
+        NODE,
         "traffic to a remote backend must leave with the node's address"
     );
+    assert!(
+        (SNAT_PORT_MIN_DEFAULT..=SNAT_PORT_MAX_DEFAULT).contains(&out.src.port()),
+        "with a port of the SNAT range: {}",
+        out.src
+    );
+    // Later packets of the flow keep that port.
+    let again = parse_checked(&env.run_tc(&tcp(CLIENT, frontend, Flags::Syn, b"")).packet);
+    assert_eq!(again.src, out.src);
 
     // The remote backend answers the node; the reply goes back to the client.
-    let reply = tcp(
-        remote,
-        SocketAddrV4::new(NODE, CLIENT.port()),
-        Flags::SynAck,
-        b"",
-    );
+    let reply = tcp(remote, out.src, Flags::SynAck, b"");
     let run = env.run_tc(&reply);
     let back = parse_checked(&run.packet);
     assert_eq!(back.src, frontend);
     assert_eq!(back.dst, CLIENT);
+}
+
+/// Two clients using the same source port towards one remote backend: each
+/// SNAT'd flow gets a port of its own (a shared one would send both flows'
+/// replies to whichever client conntrack saw last), and each reply goes
+/// back to its own client. A configured range is honoured.
+#[test]
+#[ignore = "needs root: run by cargo xtask test --kernel"]
+fn tc_snat_gives_clients_with_the_same_source_port_distinct_ports() {
+    let mut env = KernelEnv::new("snatport");
+    env.maps
+        .set_node_config(NodeConfig::new(be(NODE), 40_000, 40_003))
+        .expect("node config");
+    let frontend = SocketAddrV4::new(NODE, NODEPORT);
+    let remote = SocketAddrV4::new(Ipv4Addr::new(10, 244, 2, 9), 8080);
+    install(
+        &mut env,
+        frontend,
+        PROTO_TCP,
+        svc_flags::NODEPORT,
+        3,
+        &[Backend {
+            id: 4,
+            addr: remote,
+            local: false,
+        }],
+    );
+    let clients: Vec<SocketAddrV4> = (1..=4u8)
+        .map(|i| SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, i), 50_000))
+        .collect();
+    let mut ports = Vec::new();
+    for c in &clients {
+        let out = parse_checked(&env.run_tc(&tcp(*c, frontend, Flags::Syn, b"")).packet);
+        assert_eq!(*out.src.ip(), NODE);
+        assert!((40_000..=40_003).contains(&out.src.port()), "{}", out.src);
+        ports.push(out.src.port());
+    }
+    let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        4,
+        "every flow needs its own port: {ports:?}"
+    );
+    for (c, port) in clients.iter().zip(&ports) {
+        let reply = tcp(remote, SocketAddrV4::new(NODE, *port), Flags::SynAck, b"");
+        let back = parse_checked(&env.run_tc(&reply).packet);
+        assert_eq!((back.src, back.dst), (frontend, *c));
+    }
+    // The range is exhausted: a fifth client is not translated (the stack
+    // gets the packet) rather than stealing a live flow's port.
+    let fifth = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 5), 50_000);
+    let before = counter(&env, Reason::ConntrackFull);
+    let run = env.run_tc(&tcp(fifth, frontend, Flags::Syn, b""));
+    assert_eq!(parse_checked(&run.packet).dst, frontend);
+    assert_eq!(counter(&env, Reason::ConntrackFull), before + 1);
 }
 
 #[test]
@@ -201,11 +261,204 @@ fn tc_service_without_backends_is_refused_with_a_rst_and_counted() {
     );
     assert_eq!(counter(&env, Reason::NoBackend), 1);
     assert!(env.maps.conntrack_entries().is_empty());
+}
 
-    // UDP has no RST: dropped (socket-LB refuses it in pods with ECONNREFUSED).
+/// UDP has no RST: a datagram to a service without backends is answered
+/// with an ICMP port unreachable from the service address, quoting the
+/// datagram's IP header and UDP header, whatever its length.
+#[test]
+#[ignore = "needs root: run by cargo xtask test --kernel"]
+fn tc_udp_to_service_without_backends_gets_icmp_port_unreachable() {
+    let mut env = KernelEnv::new("noudp");
+    let frontend = SocketAddrV4::new(NODE, NODEPORT);
     install(&mut env, frontend, PROTO_UDP, svc_flags::NODEPORT, 3, &[]);
-    let run = env.run_tc(&udp(CLIENT, frontend, b"x"));
-    assert_eq!(run.verdict, TC_ACT_SHOT);
+    let long = [0x5a; 300];
+    for payload in [&b""[..], &b"query"[..], &long[..]] {
+        let dgram = udp(CLIENT, frontend, payload);
+        let run = env.run_tc(&dgram);
+        assert_eq!(
+            run.verdict, TC_ACT_REDIRECT,
+            "the error goes back out the ingress interface"
+        );
+        assert_eq!(&run.packet[..6], &dgram[6..12], "to the sender's MAC");
+        assert_eq!(
+            &run.packet[6..12],
+            &dgram[..6],
+            "from the MAC it was sent to"
+        );
+        assert_eq!(run.packet.len(), 14 + 20 + 8 + 28, "IP + ICMP + quote");
+        let seen = parse_icmp_checked(&run.packet);
+        assert_eq!((seen.src, seen.dst), (NODE, *CLIENT.ip()));
+        assert_eq!(
+            (seen.icmp_type, seen.code),
+            (3, 3),
+            "destination unreachable / port unreachable"
+        );
+        assert_eq!(
+            seen.quoted,
+            dgram[14..14 + 28],
+            "quotes the datagram's IP header and UDP header as sent"
+        );
+    }
+    assert_eq!(counter(&env, Reason::NoBackend), 3);
+    assert!(env.maps.conntrack_entries().is_empty());
+}
+
+/// A router between the node and a remote backend cannot forward a
+/// NodePort flow's (DNAT'd and SNAT'd) packet and says so. The client must
+/// get the error about the packet it sent: from the NodePort address, to
+/// itself, quoting its own packet, every checksum right.
+#[test]
+#[ignore = "needs root: run by cargo xtask test --kernel"]
+fn tc_icmp_error_about_a_snatted_flow_is_translated_back_to_the_client() {
+    let mut env = KernelEnv::new("icmpsnat");
+    env.maps
+        .set_node_config(NodeConfig::new(be(NODE), 0, 0))
+        .expect("node config");
+    let frontend = SocketAddrV4::new(NODE, NODEPORT);
+    let remote = SocketAddrV4::new(Ipv4Addr::new(10, 244, 2, 9), 8080);
+    install(
+        &mut env,
+        frontend,
+        PROTO_TCP,
+        svc_flags::NODEPORT,
+        3,
+        &[Backend {
+            id: 4,
+            addr: remote,
+            local: false,
+        }],
+    );
+    let syn = tcp(CLIENT, frontend, Flags::Syn, b"");
+    let sent = env.run_tc(&syn).packet;
+    assert_eq!(*parse_checked(&sent).src.ip(), NODE);
+
+    // The router quotes the whole packet as it left the node (Linux quotes
+    // up to 576 bytes), so the quoted TCP checksum must be fixed too.
+    let router = Ipv4Addr::new(10, 244, 2, 1);
+    let kind = Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded {
+        next_hop_mtu: 1400,
+    });
+    let run = env.run_tc(&icmp_error(router, NODE, kind.clone(), &sent[14..]));
+    assert_eq!(run.verdict, TC_ACT_OK, "no route to the client here");
+    let seen = parse_icmp_checked(&run.packet);
+    assert_eq!(
+        (seen.src, seen.dst),
+        (NODE, *CLIENT.ip()),
+        "from the service address, back to the client"
+    );
+    assert_eq!((seen.icmp_type, seen.code), (3, 4));
+    assert_eq!(seen.rest, [0, 0, 0x05, 0x78], "the MTU is kept");
+    assert_eq!(
+        seen.quoted,
+        syn[14..],
+        "the quote must be the client's own packet, checksums included"
+    );
+    assert_eq!(counter(&env, Reason::ReverseTranslated), 1);
+
+    // An error about a flow we never translated is left alone.
+    let stranger = tcp(SocketAddrV4::new(NODE, 40001), remote, Flags::Syn, b"");
+    let other = icmp_error(router, NODE, kind, &stranger[14..]);
+    let run = env.run_tc(&other);
+    assert_eq!(run.verdict, TC_ACT_OK);
+    assert_eq!(run.packet, other);
+}
+
+/// A router on the client's side cannot take a (reverse-NAT'd) reply of a
+/// SNAT'd NodePort flow and sends "fragmentation needed" to the NodePort
+/// address. The remote backend must get it about the reply it sent, or
+/// path-MTU discovery black-holes the flow: to the backend, from the node
+/// address, quoting the backend's own packet, every checksum right.
+#[test]
+#[ignore = "needs root: run by cargo xtask test --kernel"]
+fn tc_icmp_error_about_a_reply_is_translated_for_the_backend() {
+    let mut env = KernelEnv::new("icmpback");
+    env.maps
+        .set_node_config(NodeConfig::new(be(NODE), 0, 0))
+        .expect("node config");
+    let frontend = SocketAddrV4::new(NODE, NODEPORT);
+    let remote = SocketAddrV4::new(Ipv4Addr::new(10, 244, 2, 9), 8080);
+    install(
+        &mut env,
+        frontend,
+        PROTO_TCP,
+        svc_flags::NODEPORT,
+        3,
+        &[Backend {
+            id: 4,
+            addr: remote,
+            local: false,
+        }],
+    );
+    let sent = parse_checked(&env.run_tc(&tcp(CLIENT, frontend, Flags::Syn, b"")).packet);
+    // The backend's reply, with data, as it arrives at the node...
+    let reply = tcp(remote, sent.src, Flags::SynAck, &[0x42; 64]);
+    let out = env.run_tc(&reply).packet;
+    assert_eq!(parse_checked(&out).src, frontend);
+    // ...and, as it left towards the client, quoted by a router there.
+    let router = Ipv4Addr::new(198, 51, 100, 1);
+    let kind = Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded {
+        next_hop_mtu: 576,
+    });
+    let run = env.run_tc(&icmp_error(router, NODE, kind, &out[14..]));
+    assert_eq!(run.verdict, TC_ACT_OK, "no route to the backend here");
+    let seen = parse_icmp_checked(&run.packet);
+    assert_eq!(
+        (seen.src, seen.dst),
+        (NODE, *remote.ip()),
+        "to the backend, from the address it knows the flow by"
+    );
+    assert_eq!(
+        (seen.icmp_type, seen.code, seen.rest),
+        (3, 4, [0, 0, 0x02, 0x40])
+    );
+    assert_eq!(
+        seen.quoted,
+        reply[14..],
+        "the quote must be the backend's own reply, checksums included"
+    );
+}
+
+/// A local backend with no socket on the port answers a DNAT'd datagram
+/// with a port unreachable quoting only the minimum (IP header + 8 bytes).
+/// The client sees it come from the ClusterIP, about its own datagram.
+#[test]
+#[ignore = "needs root: run by cargo xtask test --kernel"]
+fn tc_icmp_error_from_a_local_backend_is_translated_back() {
+    let mut env = KernelEnv::new("icmplocal");
+    let frontend = SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 10), 53);
+    let backend = pod(53, 5353);
+    install(
+        &mut env,
+        frontend,
+        PROTO_UDP,
+        0,
+        5,
+        &[Backend {
+            id: 2,
+            addr: backend,
+            local: true,
+        }],
+    );
+    let dgram = udp(CLIENT, frontend, b"query");
+    let sent = env.run_tc(&dgram).packet;
+    assert_eq!(parse_checked(&sent).dst, backend);
+    let kind = Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::Port);
+    let run = env.run_tc(&icmp_error(
+        *backend.ip(),
+        *CLIENT.ip(),
+        kind,
+        &sent[14..14 + 28],
+    ));
+    assert_eq!(run.verdict, TC_ACT_OK);
+    let seen = parse_icmp_checked(&run.packet);
+    assert_eq!((seen.src, seen.dst), (*frontend.ip(), *CLIENT.ip()));
+    assert_eq!((seen.icmp_type, seen.code), (3, 3));
+    assert_eq!(
+        seen.quoted,
+        dgram[14..14 + 28],
+        "IP header and UDP header exactly as the client sent them"
+    );
 }
 
 /// (rst, ack flag, sequence, acknowledgment) of a TCP frame.
@@ -332,6 +585,60 @@ fn removing_a_backend_drops_its_flows_and_new_flows_avoid_it() {
         );
         assert_eq!(out.dst, pod(32, 80));
     }
+}
+
+/// What a sync does when a backend goes: its entry is removed without a
+/// conntrack walk. The flow's next packet finds its backend id dangling and
+/// moves to a live backend; the stale entries' ids stay visible, so a
+/// restarted proxy allocates above them.
+#[test]
+#[ignore = "needs root: run by cargo xtask test --kernel"]
+fn a_flow_to_a_removed_backend_moves_at_its_next_packet() {
+    let mut env = KernelEnv::new("lazy");
+    let frontend = SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 31), 80);
+    let gone = Backend {
+        id: 7,
+        addr: pod(37, 80),
+        local: true,
+    };
+    let live = Backend {
+        id: 1,
+        addr: pod(31, 80),
+        local: true,
+    };
+    let key = install(&mut env, frontend, PROTO_TCP, 0, 4, &[gone, live]);
+    let client = SocketAddrV4::new(*CLIENT.ip(), 42100);
+    let syn = tcp(client, frontend, Flags::Syn, b"");
+    assert_eq!(parse_checked(&env.run_tc(&syn).packet).dst, pod(37, 80));
+
+    env.maps
+        .upsert_service(
+            &ServiceSpec {
+                key,
+                rev_nat_id: 4,
+                rev_nat: RevNat4::new(be(*frontend.ip()), frontend.port().to_be()),
+                flags: 0,
+                affinity_secs: 0,
+                backend_ids: vec![1],
+            },
+            2,
+        )
+        .expect("shrinking service");
+    env.maps
+        .remove_backend_entries(&[7])
+        .expect("removing backend 7");
+    assert_eq!(env.maps.conntrack_entries().len(), 2, "nothing walked");
+    assert_eq!(env.maps.max_backend_id_referenced(), 7);
+
+    let out = parse_checked(&env.run_tc(&syn).packet);
+    assert_eq!(out.dst, pod(31, 80), "the flow moves to the live backend");
+    assert!(
+        env.maps
+            .conntrack_entries()
+            .iter()
+            .any(|(k, v)| k.dir == ct_dir::ORIGINAL && v.backend_id == 1),
+        "and is tracked to it"
+    );
 }
 
 #[test]
@@ -506,6 +813,67 @@ fn tc_attached_nodeport_without_backends_refuses_at_once() {
     // A black hole would end in TimedOut; the decoy would have accepted.
     assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
     drop(decoy);
+}
+
+/// UDP to a NodePort without endpoints, attached for real: a connected UDP
+/// socket gets ECONNREFUSED from the ICMP port unreachable the program
+/// sends. A socket is bound on the NodePort so that the node's own stack
+/// would not refuse the datagram: only the program can.
+#[test]
+#[ignore = "needs root: run by cargo xtask test --kernel"]
+fn tc_attached_udp_nodeport_without_backends_refuses_a_connected_socket() {
+    use std::io::ErrorKind;
+    use std::net::UdpSocket;
+    use std::time::Duration;
+
+    use aya::programs::{TcAttachType, tc};
+    use skiff_tests::netns::{Netns, link_veth};
+
+    let mut env = KernelEnv::new("attudp");
+    let client_ns = Netns::new("ktu").expect("client netns");
+    link_veth(&env.netns, "eth0", &client_ns, "eth0").expect("veth");
+    env.netns
+        .add_addr("eth0", "192.0.2.10/24".parse().expect("cidr"))
+        .expect("node addr");
+    client_ns
+        .add_addr("eth0", "192.0.2.7/24".parse().expect("cidr"))
+        .expect("client addr");
+    let frontend = SocketAddrV4::new(NODE, NODEPORT);
+    install(&mut env, frontend, PROTO_UDP, svc_flags::NODEPORT, 14, &[]);
+    let decoy = env
+        .netns
+        .run_in(|| UdpSocket::bind(frontend))
+        .expect("setns")
+        .expect("bind decoy");
+    let netns = &env.netns;
+    let prog = env.loaded.tc_program().expect("tc program");
+    netns
+        .run_in(|| {
+            let _ = tc::qdisc_add_clsact("eth0");
+            prog.attach("eth0", TcAttachType::Ingress)
+                .expect("attach ingress");
+        })
+        .expect("setns");
+    let err = client_ns
+        .run_in(|| {
+            let s = UdpSocket::bind("192.0.2.7:0")?;
+            s.connect(frontend)?;
+            s.set_read_timeout(Some(Duration::from_secs(3)))?;
+            s.send(b"anyone?")?;
+            let mut buf = [0u8; 64];
+            s.recv(&mut buf)
+        })
+        .expect("setns")
+        .expect_err("the datagram must be refused");
+    // Without the error the recv would time out (WouldBlock).
+    assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
+    let mut buf = [0u8; 64];
+    decoy.set_nonblocking(true).expect("nonblocking decoy");
+    assert!(
+        decoy.recv(&mut buf).is_err(),
+        "the datagram must not have reached the node's socket"
+    );
+    assert_eq!(counter(&env, Reason::NoBackend), 1);
 }
 
 #[test]

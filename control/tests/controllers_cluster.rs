@@ -66,13 +66,9 @@ fn per_node(pods: &[Pod]) -> BTreeMap<String, usize> {
 async fn deployment_of_six_spreads_two_per_node() {
     let cluster = Cluster::with_nodes(3).await;
     let deployments = Api::<Deployment>::namespaced(cluster.client.clone(), "default");
-    deployments
-        .create(
-            &PostParams::default(),
-            &deployment("web", 6, "web:1", json!(1), json!(1)),
-        )
-        .await
-        .expect("create deployment");
+    cluster
+        .create_deployment(deployment("web", 6, "web:1", json!(1), json!(1)))
+        .await;
     let pods = wait_rolled_out(&cluster, "web", 6, "web:1").await;
     assert_eq!(
         per_node(&pods),
@@ -178,13 +174,9 @@ async fn rolling_update_keeps_bounds_then_rollback_restores_the_old_template() {
     let deployments = Api::<Deployment>::namespaced(cluster.client.clone(), "default");
     let rss_api = Api::<ReplicaSet>::namespaced(cluster.client.clone(), "default");
     // 6 replicas, maxSurge 1, maxUnavailable 1: at most 7 pods, at least 5 ready.
-    deployments
-        .create(
-            &PostParams::default(),
-            &deployment("web", 6, "web:1", json!(1), json!(1)),
-        )
-        .await
-        .expect("create deployment");
+    cluster
+        .create_deployment(deployment("web", 6, "web:1", json!(1), json!(1)))
+        .await;
     wait_rolled_out(&cluster, "web", 6, "web:1").await;
     let (violations, observed, watch) = watch_bounds(&cluster, "web", 5, 7);
     // Let the watch list the pods before the rollout starts.
@@ -286,13 +278,9 @@ async fn rolling_update_keeps_bounds_then_rollback_restores_the_old_template() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_of_a_silent_node_are_recreated_elsewhere() {
     let cluster = Cluster::with_nodes(3).await;
-    Api::<Deployment>::namespaced(cluster.client.clone(), "default")
-        .create(
-            &PostParams::default(),
-            &deployment("web", 6, "web:1", json!(1), json!(1)),
-        )
-        .await
-        .expect("create deployment");
+    cluster
+        .create_deployment(deployment("web", 6, "web:1", json!(1), json!(1)))
+        .await;
     let pods = wait_rolled_out(&cluster, "web", 6, "web:1").await;
     assert_eq!(per_node(&pods).get("node-3"), Some(&2));
     let killed_at = Instant::now();
@@ -441,13 +429,9 @@ async fn a_node_renewing_only_its_lease_stays_ready() {
 async fn deleting_a_deployment_cascades_to_replica_sets_and_pods() {
     let cluster = Cluster::with_nodes(3).await;
     let deployments = Api::<Deployment>::namespaced(cluster.client.clone(), "default");
-    deployments
-        .create(
-            &PostParams::default(),
-            &deployment("web", 3, "web:1", json!(1), json!(0)),
-        )
-        .await
-        .expect("create deployment");
+    cluster
+        .create_deployment(deployment("web", 3, "web:1", json!(1), json!(0)))
+        .await;
     wait_rolled_out(&cluster, "web", 3, "web:1").await;
     deployments
         .delete("web", &DeleteParams::default())
@@ -477,13 +461,9 @@ async fn deleting_a_deployment_cascades_to_replica_sets_and_pods() {
 async fn foreground_deletion_removes_dependents_before_the_owner() {
     let cluster = Cluster::with_nodes(2).await;
     let deployments = Api::<Deployment>::namespaced(cluster.client.clone(), "default");
-    deployments
-        .create(
-            &PostParams::default(),
-            &deployment("web", 2, "web:1", json!(1), json!(0)),
-        )
-        .await
-        .expect("create deployment");
+    cluster
+        .create_deployment(deployment("web", 2, "web:1", json!(1), json!(0)))
+        .await;
     wait_rolled_out(&cluster, "web", 2, "web:1").await;
     deployments
         .delete("web", &DeleteParams::foreground())

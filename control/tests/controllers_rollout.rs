@@ -136,13 +136,9 @@ fn set_image(image: &str) -> serde_json::Value {
 async fn scale_moves_replica_sets_and_pods_and_honours_the_precondition() {
     let cluster = Cluster::with_nodes(2).await;
     let deployments = Api::<Deployment>::namespaced(cluster.client.clone(), "default");
-    deployments
-        .create(
-            &PostParams::default(),
-            &deployment("web", 3, "web:1", json!(1), json!(0)),
-        )
-        .await
-        .expect("create deployment");
+    cluster
+        .create_deployment(deployment("web", 3, "web:1", json!(1), json!(0)))
+        .await;
     rolled_out(&cluster, "web").await;
     live_pods(&cluster, "web", &[("web:1", 3)]).await;
 
@@ -234,13 +230,9 @@ async fn undo(cluster: &Cluster, to: Option<i64>) -> (Result<RollbackPlan, CliEr
 async fn undo_restores_the_previous_or_the_named_revision() {
     let cluster = Cluster::with_nodes(2).await;
     let deployments = Api::<Deployment>::namespaced(cluster.client.clone(), "default");
-    deployments
-        .create(
-            &PostParams::default(),
-            &deployment("web", 2, "web:1", json!(1), json!(0)),
-        )
-        .await
-        .expect("create deployment");
+    cluster
+        .create_deployment(deployment("web", 2, "web:1", json!(1), json!(0)))
+        .await;
     rolled_out(&cluster, "web").await;
     for image in ["web:2", "web:3"] {
         deployments
@@ -369,13 +361,9 @@ async fn status_times_out_while_pods_are_pending_and_succeeds_once_ready() {
     // No nodes yet: pods stay Pending.
     let mut cluster = Cluster::start().await;
     let deployments = Api::<Deployment>::namespaced(cluster.client.clone(), "default");
-    deployments
-        .create(
-            &PostParams::default(),
-            &deployment("web", 2, "web:1", json!(1), json!(0)),
-        )
-        .await
-        .expect("create deployment");
+    cluster
+        .create_deployment(deployment("web", 2, "web:1", json!(1), json!(0)))
+        .await;
     let mut stuck = deployment("stuck", 1, "stuck:1", json!(1), json!(0));
     stuck.spec.progress_deadline_seconds = Some(1);
     deployments

@@ -231,6 +231,17 @@ impl Cluster {
     }
 
     /// Pods in `default` with label `app=<app>`.
+    /// Creates `d` (in `default`).
+    pub async fn create_deployment(&self, d: k8s_openapi::api::apps::v1::Deployment) {
+        kube::Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(
+            self.client.clone(),
+            "default",
+        )
+        .create(&kube::api::PostParams::default(), &d)
+        .await
+        .expect("create deployment");
+    }
+
     pub async fn pods(&self, app: &str) -> Vec<Pod> {
         Api::<Pod>::namespaced(self.client.clone(), "default")
             .list(&ListParams::default().labels(&format!("app={app}")))

@@ -339,6 +339,76 @@ impl DesiredState {
         state
     }
 
+    /// Recomputes the entries of the Services named in `touched`
+    /// (namespace, name) and leaves every other entry alone; returns the
+    /// keys whose entry appeared, changed or went away. `services` are the
+    /// current objects of (at least) the touched Services that still exist;
+    /// `slices` the current EndpointSlices (at least all of the touched
+    /// Services'). The result equals [`DesiredState::from_k8s`] over all
+    /// current objects (it is built with it), so a proxy can follow watch
+    /// events in time proportional to what they touched.
+    pub fn refresh_services<'a>(
+        &mut self,
+        touched: &BTreeSet<(String, String)>,
+        services: impl IntoIterator<Item = &'a Service>,
+        slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    ) -> BTreeSet<ServicePortKey> {
+        let is_touched = |namespace: Option<&str>, name: Option<&str>| match (namespace, name) {
+            (Some(ns), Some(n)) => touched.contains(&(ns.to_owned(), n.to_owned())),
+            _ => false,
+        };
+        let services: Vec<Service> = services
+            .into_iter()
+            .filter(|s| is_touched(s.metadata.namespace.as_deref(), s.metadata.name.as_deref()))
+            .cloned()
+            .collect();
+        let slices: Vec<EndpointSlice> = slices
+            .into_iter()
+            .filter(|s| {
+                let service = s
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|labels| labels.get(SERVICE_NAME_LABEL));
+                is_touched(s.metadata.namespace.as_deref(), service.map(String::as_str))
+            })
+            .cloned()
+            .collect();
+        let mut fresh =
+            DesiredState::from_k8s(self.node_name.clone(), Vec::new(), &services, &slices).services;
+
+        let mut changed = BTreeSet::new();
+        for (namespace, name) in touched {
+            let first = ServicePortKey::new(namespace.as_str(), name.as_str(), "");
+            let old: Vec<ServicePortKey> = self
+                .services
+                .range(first..)
+                .take_while(|(k, _)| &k.namespace == namespace && &k.name == name)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in old {
+                let entry = self.services.remove(&key);
+                match fresh.remove(&key) {
+                    Some(new) => {
+                        if entry.as_ref() != Some(&new) {
+                            changed.insert(key.clone());
+                        }
+                        self.services.insert(key, new);
+                    }
+                    None => {
+                        changed.insert(key);
+                    }
+                }
+            }
+        }
+        // Ports that did not exist before.
+        for (key, entry) in fresh {
+            changed.insert(key.clone());
+            self.services.insert(key, entry);
+        }
+        changed
+    }
+
     /// Whether the node-wide settings (everything but the services) match.
     /// Dataplanes re-render everything when these change.
     pub fn same_node_config(&self, other: &DesiredState) -> bool {
@@ -681,6 +751,89 @@ mod tests {
                     .collect(),
             ),
         }
+    }
+
+    #[test]
+    fn refresh_follows_touched_services_like_a_full_rebuild() {
+        let ready = |addr: &'static str| (addr, Some("n1"), Some(true), None, None);
+        let http = |np| vec![port(Some("http"), 80, None, np)];
+        let mut services = vec![
+            service("a", "ClusterIP", "10.96.0.1", http(None)),
+            service("b", "NodePort", "10.96.0.2", http(Some(30002))),
+            service("c", "ClusterIP", "10.96.0.3", http(None)),
+        ];
+        let mut slices = vec![
+            slice(
+                "a-1",
+                "a",
+                "IPv4",
+                vec![(Some("http"), 8080, None)],
+                vec![ready("10.244.0.1")],
+            ),
+            slice(
+                "b-1",
+                "b",
+                "IPv4",
+                vec![(Some("http"), 8080, None)],
+                vec![ready("10.244.0.2")],
+            ),
+            slice(
+                "c-1",
+                "c",
+                "IPv4",
+                vec![(Some("http"), 8080, None)],
+                vec![ready("10.244.0.3")],
+            ),
+        ];
+        let mut state = DesiredState::from_k8s("n1", vec![], &services, &slices);
+
+        // a: an endpoint added; b: deleted with its slice; c: untouched;
+        // d: new, with two ports.
+        slices[0] = slice(
+            "a-1",
+            "a",
+            "IPv4",
+            vec![(Some("http"), 8080, None)],
+            vec![ready("10.244.0.1"), ready("10.244.0.9")],
+        );
+        services.remove(1);
+        slices.remove(1);
+        services.push(service(
+            "d",
+            "ClusterIP",
+            "10.96.0.4",
+            vec![
+                port(Some("http"), 80, None, None),
+                port(Some("dns"), 53, Some("UDP"), None),
+            ],
+        ));
+        let touched: BTreeSet<(String, String)> = ["a", "b", "d"]
+            .iter()
+            .map(|n| ("default".to_owned(), (*n).to_owned()))
+            .collect();
+        let changed = state.refresh_services(&touched, &services, &slices);
+        assert_eq!(
+            state,
+            DesiredState::from_k8s("n1", vec![], &services, &slices)
+        );
+        let names: Vec<String> = changed.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            names,
+            [
+                "default/a:http",
+                "default/b:http",
+                "default/d:dns",
+                "default/d:http"
+            ]
+        );
+
+        // Touching a service that did not change reports nothing.
+        let only_c = BTreeSet::from([("default".to_owned(), "c".to_owned())]);
+        assert!(
+            state
+                .refresh_services(&only_c, &services, &slices)
+                .is_empty()
+        );
     }
 
     #[test]

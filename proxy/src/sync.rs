@@ -8,16 +8,24 @@
 //! `watch` channel, so bursts of API events collapse into one sync.
 //! Nothing is synced before both initial lists arrived: an empty first sync
 //! would wipe the state a restarted eBPF dataplane just adopted.
+//!
+//! After the first full build, each watch event names the Service it
+//! touches (a Service itself, or the one an EndpointSlice's
+//! `kubernetes.io/service-name` label points at) and only those Services'
+//! entries are rebuilt ([`DesiredState::refresh_services`]); the resync
+//! period rebuilds everything.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt;
 use ipnetwork::Ipv4Network;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tokio::sync::watch;
@@ -79,15 +87,26 @@ pub async fn run(
     .default_backoff()
     .touched_objects();
 
+    // Services touched since the last rebuild, as (namespace, name).
+    let touched: Arc<Mutex<BTreeSet<(String, String)>>> = Arc::default();
     let notify = changed_tx.clone();
+    let pending = Arc::clone(&touched);
     let watchers = tokio::spawn(async move {
         let mut merged = futures::stream::select(
-            svc_events.map(|r| r.map(drop)).boxed(),
-            eps_events.map(|r| r.map(drop)).boxed(),
+            svc_events
+                .map(|r| r.map(|s| service_of_service(&s)))
+                .boxed(),
+            eps_events.map(|r| r.map(|s| service_of_slice(&s))).boxed(),
         );
         while let Some(ev) = merged.next().await {
             match ev {
-                Ok(()) => {
+                Ok(service) => {
+                    if let Some(service) = service {
+                        pending
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .insert(service);
+                    }
                     let _ = notify.send(());
                 }
                 Err(e) => tracing::warn!(error = %e, "watch error; retrying with backoff"),
@@ -115,7 +134,14 @@ pub async fn run(
         "initial lists received"
     );
 
-    let (state_tx, state_rx) = watch::channel(desired(&config, &svc_store, &eps_store));
+    touched
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clear();
+    // The channel holds the only long-lived reference to the state, so
+    // `Arc::make_mut` edits it in place unless the dataplane thread is
+    // still syncing an older copy.
+    let (state_tx, state_rx) = watch::channel(Arc::new(desired(&config, &svc_store, &eps_store)));
     let worker = std::thread::Builder::new()
         .name("skiff-dataplane".into())
         .spawn(move || dataplane_thread(dataplane, state_rx))
@@ -131,13 +157,34 @@ pub async fn run(
                 if changed.is_err() {
                     break Ok(());
                 }
-                if state_tx.send(desired(&config, &svc_store, &eps_store)).is_err() {
+                let services =
+                    std::mem::take(&mut *touched.lock().unwrap_or_else(PoisonError::into_inner));
+                if services.is_empty() {
+                    continue;
+                }
+                state_tx.send_if_modified(|state| {
+                    let changed = refresh(Arc::make_mut(state), &services, &svc_store, &eps_store);
+                    tracing::debug!(
+                        services = services.len(),
+                        ports_changed = changed,
+                        "rebuilt touched services"
+                    );
+                    changed > 0
+                });
+                if state_tx.is_closed() {
                     break Err(ProxyError::DataplaneThread);
                 }
             }
             _ = resync.tick() => {
-                // Same state again: the dataplane re-applies if it drifted.
-                state_tx.send_modify(|_| {});
+                // A full rebuild, and a sync even if nothing changed: the
+                // dataplane re-applies what drifted.
+                touched.lock().unwrap_or_else(PoisonError::into_inner).clear();
+                if state_tx
+                    .send(Arc::new(desired(&config, &svc_store, &eps_store)))
+                    .is_err()
+                {
+                    break Err(ProxyError::DataplaneThread);
+                }
             }
         }
     };
@@ -147,6 +194,43 @@ pub async fn run(
         return Err(ProxyError::DataplaneThread);
     }
     result
+}
+
+/// The Service a Service event touches.
+fn service_of_service(s: &Service) -> Option<(String, String)> {
+    Some((s.metadata.namespace.clone()?, s.metadata.name.clone()?))
+}
+
+/// The Service an EndpointSlice event touches (its service-name label).
+fn service_of_slice(s: &EndpointSlice) -> Option<(String, String)> {
+    let service = s
+        .metadata
+        .labels
+        .as_ref()?
+        .get(crate::model::SERVICE_NAME_LABEL)?;
+    Some((s.metadata.namespace.clone()?, service.clone()))
+}
+
+/// Rebuilds the entries of `services` in `state` from the stores; returns
+/// how many service ports changed.
+fn refresh(
+    state: &mut DesiredState,
+    services: &BTreeSet<(String, String)>,
+    svcs: &Store<Service>,
+    slices: &Store<EndpointSlice>,
+) -> usize {
+    let objects: Vec<Arc<Service>> = services
+        .iter()
+        .filter_map(|(ns, name)| svcs.get(&ObjectRef::new(name).within(ns)))
+        .collect();
+    let all_slices = slices.state();
+    state
+        .refresh_services(
+            services,
+            objects.iter().map(|s| &**s),
+            all_slices.iter().map(|s| &**s),
+        )
+        .len()
 }
 
 fn desired(
@@ -166,7 +250,7 @@ fn desired(
     d
 }
 
-fn dataplane_thread(mut dataplane: Box<dyn Dataplane>, mut rx: watch::Receiver<DesiredState>) {
+fn dataplane_thread(mut dataplane: Box<dyn Dataplane>, mut rx: watch::Receiver<Arc<DesiredState>>) {
     let span = tracing::info_span!("dataplane", name = dataplane.name());
     let _enter = span.enter();
     loop {

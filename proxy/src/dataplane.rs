@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use crate::iptables::ExecError;
-use crate::model::DesiredState;
+use std::collections::BTreeSet;
+
+use crate::model::{DesiredState, ServicePortKey};
 
 /// A way of making the kernel forward service traffic.
 ///
@@ -18,6 +20,19 @@ pub trait Dataplane: Send {
     /// Makes the kernel forward exactly `desired`. On error, what is
     /// installed may be partly updated; the next sync repairs it.
     fn sync(&mut self, desired: &DesiredState) -> Result<SyncReport, DataplaneError>;
+
+    /// [`Dataplane::sync`] when the caller knows which service ports may
+    /// differ from the last successful sync (every one that does must be
+    /// in `changed`): a dataplane may then compare only those. The default
+    /// compares everything.
+    fn sync_changed(
+        &mut self,
+        desired: &DesiredState,
+        changed: &BTreeSet<ServicePortKey>,
+    ) -> Result<SyncReport, DataplaneError> {
+        let _ = changed;
+        self.sync(desired)
+    }
 
     /// Removes everything this dataplane installed (rules, chains, maps,
     /// programs). Afterwards the next `sync` starts from nothing.

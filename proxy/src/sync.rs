@@ -31,7 +31,7 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 
 use crate::dataplane::Dataplane;
-use crate::model::DesiredState;
+use crate::model::{DesiredState, ServicePortKey};
 
 /// Plain-data configuration of the proxy loop.
 #[derive(Clone, Debug)]
@@ -138,13 +138,15 @@ pub async fn run(
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clear();
-    // The channel holds the only long-lived reference to the state, so
-    // `Arc::make_mut` edits it in place unless the dataplane thread is
-    // still syncing an older copy.
-    let (state_tx, state_rx) = watch::channel(Arc::new(desired(&config, &svc_store, &eps_store)));
+    let pending = Arc::new(Mutex::new(Pending {
+        state: Arc::new(desired(&config, &svc_store, &eps_store)),
+        changed: None,
+    }));
+    let (wake_tx, wake_rx) = watch::channel(());
+    let for_thread = Arc::clone(&pending);
     let worker = std::thread::Builder::new()
         .name("skiff-dataplane".into())
-        .spawn(move || dataplane_thread(dataplane, state_rx))
+        .spawn(move || dataplane_thread(dataplane, &for_thread, wake_rx))
         .map_err(|_| ProxyError::DataplaneThread)?;
 
     let mut resync = tokio::time::interval(config.resync_period);
@@ -162,16 +164,19 @@ pub async fn run(
                 if services.is_empty() {
                     continue;
                 }
-                state_tx.send_if_modified(|state| {
-                    let changed = refresh(Arc::make_mut(state), &services, &svc_store, &eps_store);
-                    tracing::debug!(
-                        services = services.len(),
-                        ports_changed = changed,
-                        "rebuilt touched services"
-                    );
-                    changed > 0
-                });
-                if state_tx.is_closed() {
+                let changed = {
+                    let mut next = pending.lock().unwrap_or_else(PoisonError::into_inner);
+                    // In place, unless the dataplane thread still syncs
+                    // this very state (then it is copied first).
+                    let keys = refresh(Arc::make_mut(&mut next.state), &services, &svc_store, &eps_store);
+                    let n = keys.len();
+                    if let Some(all) = next.changed.as_mut() {
+                        all.extend(keys);
+                    }
+                    n
+                };
+                tracing::debug!(services = services.len(), ports_changed = changed, "rebuilt touched services");
+                if changed > 0 && wake_tx.send(()).is_err() {
                     break Err(ProxyError::DataplaneThread);
                 }
             }
@@ -179,17 +184,19 @@ pub async fn run(
                 // A full rebuild, and a sync even if nothing changed: the
                 // dataplane re-applies what drifted.
                 touched.lock().unwrap_or_else(PoisonError::into_inner).clear();
-                if state_tx
-                    .send(Arc::new(desired(&config, &svc_store, &eps_store)))
-                    .is_err()
                 {
+                    let mut next = pending.lock().unwrap_or_else(PoisonError::into_inner);
+                    next.state = Arc::new(desired(&config, &svc_store, &eps_store));
+                    next.changed = None;
+                }
+                if wake_tx.send(()).is_err() {
                     break Err(ProxyError::DataplaneThread);
                 }
             }
         }
     };
     watchers.abort();
-    drop(state_tx);
+    drop(wake_tx);
     if worker.join().is_err() {
         return Err(ProxyError::DataplaneThread);
     }
@@ -211,26 +218,32 @@ fn service_of_slice(s: &EndpointSlice) -> Option<(String, String)> {
     Some((s.metadata.namespace.clone()?, service.clone()))
 }
 
+/// What the dataplane thread syncs next: the newest state, and the
+/// service ports changed since the last sync it started (`None`: compare
+/// everything, after a full rebuild or a failed sync).
+struct Pending {
+    state: Arc<DesiredState>,
+    changed: Option<BTreeSet<ServicePortKey>>,
+}
+
 /// Rebuilds the entries of `services` in `state` from the stores; returns
-/// how many service ports changed.
+/// the service ports that changed.
 fn refresh(
     state: &mut DesiredState,
     services: &BTreeSet<(String, String)>,
     svcs: &Store<Service>,
     slices: &Store<EndpointSlice>,
-) -> usize {
+) -> BTreeSet<ServicePortKey> {
     let objects: Vec<Arc<Service>> = services
         .iter()
         .filter_map(|(ns, name)| svcs.get(&ObjectRef::new(name).within(ns)))
         .collect();
     let all_slices = slices.state();
-    state
-        .refresh_services(
-            services,
-            objects.iter().map(|s| &**s),
-            all_slices.iter().map(|s| &**s),
-        )
-        .len()
+    state.refresh_services(
+        services,
+        objects.iter().map(|s| &**s),
+        all_slices.iter().map(|s| &**s),
+    )
 }
 
 fn desired(
@@ -250,12 +263,29 @@ fn desired(
     d
 }
 
-fn dataplane_thread(mut dataplane: Box<dyn Dataplane>, mut rx: watch::Receiver<Arc<DesiredState>>) {
+fn dataplane_thread(
+    mut dataplane: Box<dyn Dataplane>,
+    pending: &Mutex<Pending>,
+    mut wake: watch::Receiver<()>,
+) {
     let span = tracing::info_span!("dataplane", name = dataplane.name());
     let _enter = span.enter();
     loop {
-        let state = rx.borrow_and_update().clone();
-        match dataplane.sync(&state) {
+        // The state and its change list are taken together, so the list
+        // always describes exactly the state being synced.
+        let (state, changed) = {
+            let mut next = pending.lock().unwrap_or_else(PoisonError::into_inner);
+            wake.borrow_and_update();
+            (
+                Arc::clone(&next.state),
+                next.changed.replace(BTreeSet::new()),
+            )
+        };
+        let result = match &changed {
+            Some(keys) => dataplane.sync_changed(&state, keys),
+            None => dataplane.sync(&state),
+        };
+        match result {
             Ok(report) if report.services_changed > 0 || report.objects_removed > 0 => {
                 tracing::info!(
                     services_changed = report.services_changed,
@@ -269,10 +299,18 @@ fn dataplane_thread(mut dataplane: Box<dyn Dataplane>, mut rx: watch::Receiver<A
             Ok(report) => {
                 tracing::debug!(micros = report.duration.as_micros() as u64, "in sync");
             }
-            Err(e) => tracing::error!(error = %e, "dataplane sync failed; will retry"),
+            Err(e) => {
+                tracing::error!(error = %e, "dataplane sync failed; will retry");
+                // What got applied is unknown: compare everything next time.
+                pending
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .changed = None;
+            }
         }
-        // Blocks until a newer state is sent; ends when the sender is gone.
-        if futures::executor::block_on(rx.changed()).is_err() {
+        // Blocks until something newer is pending; ends when the sender is
+        // gone.
+        if futures::executor::block_on(wake.changed()).is_err() {
             break;
         }
     }

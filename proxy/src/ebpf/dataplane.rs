@@ -5,6 +5,7 @@
 //! datapath: established flows keep their backends. Each sync plans the
 //! difference ([`super::plan`]) and applies it in the dangling-id-free order.
 
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -18,7 +19,7 @@ use super::loader::{Loaded, PROG_TC};
 use super::maps::ServiceMaps;
 use super::plan::{Op, Planner};
 use crate::dataplane::{Dataplane, DataplaneError, SyncReport};
-use crate::model::DesiredState;
+use crate::model::{DesiredState, ServicePortKey};
 
 /// Where pinned state lives by default (bpffs).
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/skiff";
@@ -185,17 +186,41 @@ impl Dataplane for EbpfDataplane {
     }
 
     fn sync(&mut self, desired: &DesiredState) -> Result<SyncReport, DataplaneError> {
+        self.sync_with(desired, None)
+    }
+
+    fn sync_changed(
+        &mut self,
+        desired: &DesiredState,
+        changed: &BTreeSet<ServicePortKey>,
+    ) -> Result<SyncReport, DataplaneError> {
+        self.sync_with(desired, Some(changed))
+    }
+
+    fn cleanup(&mut self) -> Result<(), DataplaneError> {
+        self.cleanup_all()
+    }
+}
+
+impl EbpfDataplane {
+    /// A sync comparing everything, or only `changed`.
+    fn sync_with(
+        &mut self,
+        desired: &DesiredState,
+        changed: Option<&BTreeSet<ServicePortKey>>,
+    ) -> Result<SyncReport, DataplaneError> {
         let start = Instant::now();
         // The planner moves to the planned state at once; if applying
         // fails it is rebuilt from the maps below.
-        let ops = self
-            .planner
-            .plan(desired)
-            .map_err(|e| DataplaneError::Backend {
-                dataplane: "ebpf",
-                context: "planning map updates".into(),
-                source: Box::new(e),
-            })?;
+        let planned = match changed {
+            Some(keys) => self.planner.plan_changed(desired, keys),
+            None => self.planner.plan(desired),
+        };
+        let ops = planned.map_err(|e| DataplaneError::Backend {
+            dataplane: "ebpf",
+            context: "planning map updates".into(),
+            source: Box::new(e),
+        })?;
         let services_changed = ops
             .iter()
             .filter(|o| matches!(o, Op::UpsertService { .. } | Op::RemoveService { .. }))
@@ -219,7 +244,7 @@ impl Dataplane for EbpfDataplane {
         }
     }
 
-    fn cleanup(&mut self) -> Result<(), DataplaneError> {
+    fn cleanup_all(&mut self) -> Result<(), DataplaneError> {
         let pin_dir = self.loaded.pin_dir.clone();
         // Removing the pins (links and maps) detaches what only the pins
         // held; what this process holds goes when it is dropped.

@@ -490,6 +490,46 @@ impl Planner {
     /// run out or a frontend has more backends than a service entry counts.
     pub fn plan(&mut self, desired: &DesiredState) -> Result<Vec<Op>, PlanError> {
         let changes = self.changed_services(desired);
+        self.plan_changes(desired, changes)
+    }
+
+    /// [`Self::plan`] when the caller knows which service ports may have
+    /// changed since the last plan: only those are compared, so a sync
+    /// costs time in what changed, not in the size of `desired`. Every
+    /// key whose entry differs must be in `changed` (keys that did not
+    /// change may be). A change of node addresses plans everything.
+    pub fn plan_changed(
+        &mut self,
+        desired: &DesiredState,
+        changed: &BTreeSet<ServicePortKey>,
+    ) -> Result<Vec<Op>, PlanError> {
+        if self.node_ips != desired.node_ips {
+            return self.plan(desired);
+        }
+        let changes = changed
+            .iter()
+            .filter_map(|key| match desired.services.get_key_value(key) {
+                Some((k, entry)) => {
+                    let same = self
+                        .services
+                        .get(key)
+                        .is_some_and(|planned| planned.inputs.matches(entry));
+                    (!same).then_some(Change::Now(k, entry))
+                }
+                None => self
+                    .services
+                    .contains_key(key)
+                    .then(|| Change::Gone(key.clone())),
+            })
+            .collect();
+        self.plan_changes(desired, changes)
+    }
+
+    fn plan_changes<'d>(
+        &mut self,
+        desired: &'d DesiredState,
+        changes: Vec<Change<'d>>,
+    ) -> Result<Vec<Op>, PlanError> {
         if changes.is_empty()
             && self.unclaimed.is_empty()
             && self.unreferenced.is_empty()
@@ -1428,6 +1468,36 @@ mod tests {
                 prop_assert!(ops.is_empty(), "adoption rewrote {:?}", ops);
                 assert_consistent(&adopted);
                 prop_assert!(p.plan(d).expect("replan").is_empty());
+            }
+        }
+
+        /// Planning with the caller's list of changed keys (exact, plus
+        /// some unchanged ones) reaches what planning from scratch does,
+        /// with maps that match and never dangle.
+        #[test]
+        fn planning_the_named_changes_equals_planning_from_scratch(
+            states in prop::collection::vec(arb_state(), 1..8),
+            extra in prop::collection::vec(any::<bool>(), 8),
+        ) {
+            let mut p = Planner::new();
+            let mut maps = SimMaps::default();
+            let mut previous = DesiredState {
+                node_ips: states[0].node_ips.clone(),
+                ..DesiredState::default()
+            };
+            for (i, d) in states.iter().enumerate() {
+                let mut named: BTreeSet<ServicePortKey> =
+                    crate::model::diff(&previous, d).keys().into_iter().cloned().collect();
+                if extra[i] {
+                    named.extend(d.services.keys().take(2).cloned());
+                }
+                let ops = p.plan_changed(d, &named).expect("plan");
+                apply_checked(&mut maps, &ops);
+                assert_consistent(&p);
+                prop_assert_eq!(resolved(&p), resolved(&Planner::from_scratch(d)));
+                prop_assert_eq!(maps.resolved(), resolved(&p));
+                prop_assert!(p.plan(d).expect("replan").is_empty());
+                previous = d.clone();
             }
         }
 

@@ -162,6 +162,7 @@ fn rewrite_outer(
         daddr_be: daddr,
         sport_be: 0,
         dport_be: 0,
+        tcp_flags: 0,
     };
     if snat && route::redirect(ctx, &pkt) {
         return Ok(IcmpVerdict::Forwarded);

@@ -9,12 +9,13 @@
 //! the same source port towards one backend would otherwise share a reply
 //! tuple).
 
-use aya_ebpf::bindings::BPF_NOEXIST;
+use aya_ebpf::bindings::{BPF_ANY, BPF_NOEXIST};
 use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
 use aya_ebpf::programs::TcContext;
 use skiff_ebpf_common::{
-    Backend4, CtEntry4, CtKey4, Reason, SNAT_PORT_MAX_DEFAULT, SNAT_PORT_MIN_DEFAULT,
-    backend_flags, ct_dir, ct_flags, svc_flags,
+    Backend4, CT_CLOSED_REUSE_NS, CT_TCP_REUSE_NS, CT_UDP_REUSE_NS, CtEntry4, CtKey4, PROTO_TCP,
+    Reason, SNAT_PORT_MAX_DEFAULT, SNAT_PORT_MIN_DEFAULT, backend_flags, ct_dir, ct_flags,
+    svc_flags,
 };
 
 use crate::maps::{BACKENDS, CONFIG, CONNTRACK, REVNAT};
@@ -57,6 +58,9 @@ pub fn handle(ctx: &TcContext) -> Result<Verdict, Reason> {
         // SAFETY: live LRU element; racing updates of last_seen are benign.
         let entry = unsafe { &mut *entry };
         entry.last_seen_ns = now;
+        if pkt.tcp_flags & packet::TCP_FIN_OR_RST != 0 {
+            entry.flags |= ct_flags::CLOSING;
+        }
         let entry = *entry;
         return reverse_nat(ctx, &mut pkt, &entry);
     }
@@ -82,6 +86,9 @@ pub fn handle(ctx: &TcContext) -> Result<Verdict, Reason> {
                 pkt.sport_be
             };
             dnat(ctx, &mut pkt, &backend, snat, port)?;
+            if pkt.tcp_flags & packet::TCP_FIN_OR_RST != 0 {
+                mark_closing(&pkt, now);
+            }
             return Ok(forwarded_if(ctx, &pkt, snat, Verdict::Translated));
         }
         // The backend was deleted: the flow is dead; pick anew below.
@@ -144,6 +151,44 @@ pub fn handle(ctx: &TcContext) -> Result<Verdict, Reason> {
     Ok(forwarded_if(ctx, &pkt, snat, Verdict::Translated))
 }
 
+/// Marks the REPLY entry of the flow `pkt` (already translated, so its
+/// tuple is the one the backend answers) as ending.
+#[inline(always)]
+fn mark_closing(pkt: &Packet, now: u64) {
+    let reply_key = CtKey4::new(
+        pkt.daddr_be,
+        pkt.saddr_be,
+        pkt.dport_be,
+        pkt.sport_be,
+        pkt.proto,
+        ct_dir::REPLY,
+    );
+    if let Some(entry) = CONNTRACK.get_ptr_mut(&reply_key) {
+        // SAFETY: live LRU element; racing updates are benign.
+        let entry = unsafe { &mut *entry };
+        entry.flags |= ct_flags::CLOSING;
+        entry.last_seen_ns = now;
+    }
+}
+
+/// Whether the flow holding a REPLY entry is over as far as its SNAT port
+/// goes: closed (FIN/RST) a while ago, or silent for longer than its
+/// protocol's idle timeout. Entries live in an LRU map and are otherwise
+/// only evicted when it is full, so without this a range of ports would
+/// run out after as many flows.
+#[inline(always)]
+fn reusable(held: &CtEntry4, proto: u8, now: u64) -> bool {
+    let idle = now.saturating_sub(held.last_seen_ns);
+    if held.flags & ct_flags::CLOSING != 0 {
+        return idle > CT_CLOSED_REUSE_NS;
+    }
+    if proto == PROTO_TCP {
+        idle > CT_TCP_REUSE_NS
+    } else {
+        idle > CT_UDP_REUSE_NS
+    }
+}
+
 /// Tries this many ports of the SNAT range before giving up on a flow.
 const SNAT_PORT_TRIES: u32 = 16;
 
@@ -184,6 +229,14 @@ fn claim_snat_port(pkt: &Packet, backend: &Backend4, entry: &mut CtEntry4) -> Re
             .insert(reply_key, *entry, BPF_NOEXIST as u64)
             .is_ok()
         {
+            return Ok(port_be);
+        }
+        // Taken: by a live flow, or by one that is over.
+        // SAFETY: value copied out at once.
+        let stale = unsafe { CONNTRACK.get(&reply_key) }
+            .copied()
+            .is_some_and(|held| reusable(&held, pkt.proto, entry.last_seen_ns));
+        if stale && CONNTRACK.insert(reply_key, *entry, BPF_ANY as u64).is_ok() {
             return Ok(port_be);
         }
     }

@@ -23,7 +23,12 @@ pub struct Packet {
     pub daddr_be: u32,
     pub sport_be: u16,
     pub dport_be: u16,
+    /// TCP flags byte (0 for other protocols).
+    pub tcp_flags: u8,
 }
+
+/// TCP FIN and RST bits of [`Packet::tcp_flags`]: the flow is ending.
+pub const TCP_FIN_OR_RST: u8 = 0x01 | 0x04;
 
 impl Packet {
     fn l4_csum_off(&self) -> usize {
@@ -70,6 +75,11 @@ pub fn parse(ctx: &TcContext) -> Result<Option<Packet>, Reason> {
         return Ok(None);
     }
     let l4_off = ETH_HLEN + ihl;
+    let tcp_flags = if proto == PROTO_TCP {
+        ctx.load(l4_off + 13).map_err(|_| Reason::Truncated)?
+    } else {
+        0
+    };
     Ok(Some(Packet {
         l4_off,
         proto,
@@ -77,6 +87,7 @@ pub fn parse(ctx: &TcContext) -> Result<Option<Packet>, Reason> {
         daddr_be: ctx.load(IP_DADDR_OFF).map_err(|_| Reason::Truncated)?,
         sport_be: ctx.load(l4_off).map_err(|_| Reason::Truncated)?,
         dport_be: ctx.load(l4_off + 2).map_err(|_| Reason::Truncated)?,
+        tcp_flags,
     }))
 }
 

@@ -229,7 +229,20 @@ impl CtEntry4 {
 pub mod ct_flags {
     /// The flow was source-NAT'd to the node address.
     pub const SNAT: u16 = 1 << 0;
+    /// A TCP FIN or RST was seen: the flow is ending, and its SNAT port
+    /// may go to a new flow once [`super::CT_CLOSED_REUSE_NS`] passed.
+    pub const CLOSING: u16 = 1 << 1;
 }
+
+/// A SNAT port whose flow saw FIN or RST is reusable after this long
+/// without packets (TIME_WAIT-like grace for late segments).
+pub const CT_CLOSED_REUSE_NS: u64 = 10_000_000_000;
+/// A UDP flow's SNAT port is reusable after this long without replies
+/// (Linux conntrack keeps an unreplied UDP flow 30 s, a replied one 120 s).
+pub const CT_UDP_REUSE_NS: u64 = 120_000_000_000;
+/// An open TCP flow's SNAT port is reusable after this long without
+/// replies (Cilium's established-flow timeout).
+pub const CT_TCP_REUSE_NS: u64 = 6 * 3600 * 1_000_000_000;
 
 /// SNAT source ports used when [`NodeConfig`] names no range: above
 /// Linux's default ephemeral range (32768-60999), so the node's own

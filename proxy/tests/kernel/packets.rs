@@ -11,6 +11,8 @@ const DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
 pub enum Flags {
     Syn,
     SynAck,
+    /// FIN+ACK: one side closes.
+    Fin,
 }
 
 pub fn tcp(src: SocketAddrV4, dst: SocketAddrV4, flags: Flags, payload: &[u8]) -> Vec<u8> {
@@ -20,6 +22,7 @@ pub fn tcp(src: SocketAddrV4, dst: SocketAddrV4, flags: Flags, payload: &[u8]) -
     let b = match flags {
         Flags::Syn => b.syn(),
         Flags::SynAck => b.syn().ack(1001),
+        Flags::Fin => b.fin().ack(1001),
     };
     let mut out = Vec::with_capacity(b.size(payload.len()));
     b.write(&mut out, payload).expect("building TCP packet");

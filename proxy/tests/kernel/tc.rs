@@ -4,8 +4,8 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use skiff_ebpf_common::{
-    NodeConfig, PROTO_TCP, PROTO_UDP, Reason, RevNat4, SCOPE_EXTERNAL, SNAT_PORT_MAX_DEFAULT,
-    SNAT_PORT_MIN_DEFAULT, Svc4Key, ct_dir, svc_flags,
+    CtEntry4, CtKey4, NodeConfig, PROTO_TCP, PROTO_UDP, Reason, RevNat4, SCOPE_EXTERNAL,
+    SNAT_PORT_MAX_DEFAULT, SNAT_PORT_MIN_DEFAULT, Svc4Key, ct_dir, ct_flags, svc_flags,
 };
 use skiff_proxy::ebpf::ServiceSpec;
 
@@ -174,6 +174,118 @@ fn tc_snat_gives_clients_with_the_same_source_port_distinct_ports() {
     let run = env.run_tc(&tcp(fifth, frontend, Flags::Syn, b""));
     assert_eq!(parse_checked(&run.packet).dst, frontend);
     assert_eq!(counter(&env, Reason::ConntrackFull), before + 1);
+}
+
+/// `bpf_ktime_get_ns()` as seen from userspace (CLOCK_MONOTONIC).
+fn ktime_now_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock");
+    u64::try_from(t.tv_sec()).expect("secs") * 1_000_000_000
+        + u64::try_from(t.tv_nsec()).expect("nsecs")
+}
+
+/// Moves `last_seen_ns` of every REPLY conntrack entry naming SNAT port
+/// `port` `ago` into the past, through the pinned map, as if that much
+/// time had passed without packets.
+fn age_reply_entries(env: &KernelEnv, port: u16, ago: std::time::Duration) {
+    use aya::maps::{HashMap, Map, MapData};
+    let data = MapData::from_pin(env.pin_dir().join(skiff_ebpf_common::MAP_CONNTRACK))
+        .expect("pinned conntrack map");
+    let mut ct: HashMap<MapData, CtKey4, CtEntry4> =
+        HashMap::try_from(Map::LruHashMap(data)).expect("conntrack map");
+    let aged: Vec<(CtKey4, CtEntry4)> = ct
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(k, _)| k.dir == ct_dir::REPLY && k.dport_be == port.to_be())
+        .collect();
+    assert!(!aged.is_empty(), "no REPLY entry for port {port}");
+    let then = ktime_now_ns().saturating_sub(u64::try_from(ago.as_nanos()).expect("ns"));
+    for (k, mut v) in aged {
+        v.last_seen_ns = then;
+        ct.insert(k, v, 0).expect("ageing an entry");
+    }
+}
+
+#[test]
+#[ignore = "needs root: run by cargo xtask test --kernel"]
+fn tc_snat_port_of_a_closed_flow_goes_to_a_new_flow() {
+    let mut env = KernelEnv::new("snatreuse");
+    env.maps
+        .set_node_config(NodeConfig::new(be(NODE), 40_000, 40_001))
+        .expect("node config");
+    let frontend = SocketAddrV4::new(NODE, NODEPORT);
+    let remote = SocketAddrV4::new(Ipv4Addr::new(10, 244, 2, 9), 8080);
+    install(
+        &mut env,
+        frontend,
+        PROTO_TCP,
+        svc_flags::NODEPORT,
+        3,
+        &[Backend {
+            id: 4,
+            addr: remote,
+            local: false,
+        }],
+    );
+    let client = |i: u8| SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, i), 50_000);
+    let mut ports = Vec::new();
+    for i in 1..=2 {
+        let out = parse_checked(
+            &env.run_tc(&tcp(client(i), frontend, Flags::Syn, b""))
+                .packet,
+        );
+        ports.push(out.src.port());
+    }
+    let third = client(3);
+    let before = counter(&env, Reason::ConntrackFull);
+    env.run_tc(&tcp(third, frontend, Flags::Syn, b""));
+    assert_eq!(
+        counter(&env, Reason::ConntrackFull),
+        before + 1,
+        "range full"
+    );
+
+    // Client 1 closes; its flow's REPLY entry is marked.
+    let out = parse_checked(
+        &env.run_tc(&tcp(client(1), frontend, Flags::Fin, b""))
+            .packet,
+    );
+    assert_eq!(
+        out.src,
+        SocketAddrV4::new(NODE, ports[0]),
+        "FIN still translated"
+    );
+    assert!(
+        env.maps
+            .conntrack_entries()
+            .iter()
+            .any(|(k, v)| k.dir == ct_dir::REPLY
+                && k.dport_be == ports[0].to_be()
+                && v.flags & ct_flags::CLOSING != 0)
+    );
+    // Not reusable at once (late segments may still come)...
+    env.run_tc(&tcp(third, frontend, Flags::Syn, b""));
+    assert_eq!(counter(&env, Reason::ConntrackFull), before + 2);
+    // ...but once the grace has passed, the new flow gets the closed one's
+    // port, while the open flow of client 2 keeps its own.
+    age_reply_entries(&env, ports[0], std::time::Duration::from_secs(11));
+    let out = parse_checked(&env.run_tc(&tcp(third, frontend, Flags::Syn, b"")).packet);
+    assert_eq!(out.src, SocketAddrV4::new(NODE, ports[0]));
+    let reply = tcp(
+        remote,
+        SocketAddrV4::new(NODE, ports[0]),
+        Flags::SynAck,
+        b"",
+    );
+    assert_eq!(parse_checked(&env.run_tc(&reply).packet).dst, third);
+
+    // An open TCP flow's port is not taken after an hour of silence.
+    age_reply_entries(&env, ports[1], std::time::Duration::from_secs(3600));
+    let fourth = client(4);
+    let full = counter(&env, Reason::ConntrackFull);
+    env.run_tc(&tcp(fourth, frontend, Flags::Syn, b""));
+    assert_eq!(counter(&env, Reason::ConntrackFull), full + 1);
+    // (Its 6 h idle timeout is not exercised here: the monotonic clock of
+    // a freshly booted machine may not reach back that far.)
 }
 
 #[test]

@@ -581,22 +581,14 @@ pub async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, 
     }
     if ds.status.as_ref() != Some(&plan.status) {
         let patch = serde_json::json!({ "status": plan.status });
-        match Api::<DaemonSet>::namespaced(ctx.client.clone(), &namespace)
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.is_not_found() => {}
-            Err(source) => return Err(err("updating status")(source)),
-        }
+        runtime::ignore_not_found(
+            Api::<DaemonSet>::namespaced(ctx.client.clone(), &namespace)
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await,
+        )
+        .map_err(err("updating status"))?;
     }
-    Ok(match plan.recheck_at {
-        Some(at) => Action::requeue(
-            Duration::try_from(at.duration_since(now)).unwrap_or_default()
-                + Duration::from_millis(50),
-        ),
-        None => Action::await_change(),
-    })
+    Ok(runtime::requeue_at(plan.recheck_at, now))
 }
 
 fn error_policy(ds: Arc<DaemonSet>, error: &Error, _ctx: Arc<Context>) -> Action {

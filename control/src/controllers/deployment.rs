@@ -36,9 +36,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use tracing::{debug, info, warn};
@@ -915,44 +914,33 @@ pub async fn run(
         .await
         .map_err(pre("pods"))?;
 
-    let (rs_reader, rs_writer) = reflector::store::<ReplicaSet>();
-    let (pod_reader, pod_writer) = reflector::store::<Pod>();
-    let rs_events = watcher::watcher(
-        Api::<ReplicaSet>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(rs_writer)
-    .touched_objects();
+    let (rs_reader, rs_events) = runtime::cache::<ReplicaSet>(&client);
+    let (pod_reader, pods) = runtime::cache::<Pod>(&client);
     // Pods matter for availability; map them to their ReplicaSet's owner.
     let pod_events = {
         let rss = rs_reader.clone();
-        watcher::watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-            .default_backoff()
-            .reflect(pod_writer)
-            .touched_objects()
-            .map(move |pod| {
-                pod.map(|pod| {
-                    let owner = controller_of(&pod.metadata)
-                        .filter(|o| o.kind == "ReplicaSet")
-                        .map(|o| o.uid.clone());
-                    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-                    let rs = owner.and_then(|uid| {
-                        rss.state().into_iter().find(|rs| {
-                            rs.metadata.uid.as_deref() == Some(uid.as_str())
-                                && rs.metadata.namespace.as_deref() == Some(namespace.as_str())
-                        })
-                    });
-                    rs.map(|rs| (*rs).clone())
-                })
+        pods.map(move |pod| {
+            pod.map(|pod| {
+                let owner = controller_of(&pod.metadata)
+                    .filter(|o| o.kind == "ReplicaSet")
+                    .map(|o| o.uid.clone());
+                let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+                let rs = owner.and_then(|uid| {
+                    rss.state().into_iter().find(|rs| {
+                        rs.metadata.uid.as_deref() == Some(uid.as_str())
+                            && rs.metadata.namespace.as_deref() == Some(namespace.as_str())
+                    })
+                });
+                rs.map(|rs| (*rs).clone())
             })
-            .filter_map(|r| {
-                future::ready(match r {
-                    Ok(Some(rs)) => Some(Ok(rs)),
-                    Ok(None) => None,
-                    Err(e) => Some(Err(e)),
-                })
+        })
+        .filter_map(|r| {
+            future::ready(match r {
+                Ok(Some(rs)) => Some(Ok(rs)),
+                Ok(None) => None,
+                Err(e) => Some(Err(e)),
             })
+        })
     };
     let controller = Controller::new(
         Api::<Deployment>::all(client.clone()),
@@ -1130,13 +1118,7 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action, 
         runtime::ignore_not_found(d_api.patch_status(&name, &pp, &Patch::Merge(&patch)).await)
             .map_err(write_err("updating status", &d))?;
     }
-    Ok(match plan.recheck_at {
-        Some(at) => Action::requeue(
-            Duration::try_from(at.duration_since(now)).unwrap_or_default()
-                + Duration::from_millis(50),
-        ),
-        None => Action::await_change(),
-    })
+    Ok(runtime::requeue_at(plan.recheck_at, now))
 }
 
 fn error_policy(d: Arc<Deployment>, error: &Error, _ctx: Arc<Context>) -> Action {

@@ -4,9 +4,11 @@
 //! stream with logging, and tolerating objects that are already gone.
 
 use std::fmt::Debug;
+use std::time::Duration;
 
 use futures::{Stream, StreamExt, future};
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::{self, Action};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -93,6 +95,19 @@ where
     info!(controller = name, "controller stopped");
 }
 
+/// The action after a reconcile that wants to look again at `recheck_at`
+/// (a deadline its plan computed), if any: just after it (50 ms late, so
+/// the deadline has surely passed), else when something changes.
+pub fn requeue_at(recheck_at: Option<Timestamp>, now: Timestamp) -> Action {
+    match recheck_at {
+        Some(at) => Action::requeue(
+            Duration::try_from(at.duration_since(now)).unwrap_or_default()
+                + Duration::from_millis(50),
+        ),
+        None => Action::await_change(),
+    }
+}
+
 /// `Ok(None)` for an API 404: the object was deleted meanwhile, which a
 /// level-triggered reconcile treats as done.
 ///
@@ -134,6 +149,22 @@ mod tests {
         assert!(controlling::<ReplicaSet>(&owned_pod("Job", true)).is_none());
         assert!(controlling::<ReplicaSet>(&owned_pod("ReplicaSet", false)).is_none());
         assert!(controlling::<ReplicaSet>(&Pod::default()).is_none());
+    }
+
+    #[test]
+    fn requeue_just_after_the_deadline_or_on_change() {
+        let now = Timestamp::from_second(1_000).expect("time");
+        let at = Timestamp::from_second(1_003).expect("time");
+        assert_eq!(
+            requeue_at(Some(at), now),
+            Action::requeue(Duration::from_millis(3_050))
+        );
+        // A deadline already past: at once (plus the margin).
+        assert_eq!(
+            requeue_at(Some(now), at),
+            Action::requeue(Duration::from_millis(50))
+        );
+        assert_eq!(requeue_at(None, now), Action::await_change());
     }
 
     #[test]

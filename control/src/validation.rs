@@ -1064,30 +1064,68 @@ pub fn validate_deployment(deployment: &Deployment) -> Vec<FieldError> {
         }
     }
     if let Some(strategy) = &spec.strategy {
-        let type_ = strategy.type_.as_deref().unwrap_or("RollingUpdate");
-        check_enum(
-            "spec.strategy.type",
-            Some(type_),
-            &["Recreate", "RollingUpdate"],
+        check_update_strategy(
+            &UpdateStrategy {
+                path: "spec.strategy",
+                type_: strategy.type_.as_deref(),
+                supported: &["Recreate", "RollingUpdate"],
+                other: "Recreate",
+                rolling: strategy
+                    .rolling_update
+                    .as_ref()
+                    .map(|r| (r.max_surge.as_ref(), r.max_unavailable.as_ref())),
+                // Deployments default both to 25%.
+                absent_is_zero: false,
+            },
             &mut errors,
         );
-        match (&strategy.rolling_update, type_) {
-            (Some(_), "Recreate") => errors.push(FieldError::forbidden(
-                "spec.strategy.rollingUpdate",
-                "may not be specified when strategy `type` is 'Recreate'",
-            )),
-            (Some(rolling), _) => check_surge_and_unavailable(
-                "spec.strategy.rollingUpdate",
-                rolling.max_surge.as_ref(),
-                rolling.max_unavailable.as_ref(),
-                // Deployments default both to 25%.
-                false,
-                &mut errors,
-            ),
-            (None, _) => {}
-        }
     }
     errors
+}
+
+/// A workload's update strategy, as [`check_update_strategy`] reads it.
+struct UpdateStrategy<'a> {
+    /// `spec.strategy` or `spec.updateStrategy`.
+    path: &'a str,
+    /// `type` as given (default RollingUpdate).
+    type_: Option<&'a str>,
+    /// The supported types, in the order the error message lists them.
+    supported: &'a [&'a str],
+    /// The type that forbids a `rollingUpdate` section.
+    other: &'a str,
+    /// `rollingUpdate`'s maxSurge and maxUnavailable, when given.
+    rolling: Option<(Option<&'a IntOrString>, Option<&'a IntOrString>)>,
+    /// How an absent surge/unavailable counts for the both-zero rule.
+    absent_is_zero: bool,
+}
+
+/// Checks an update strategy: a supported type, no `rollingUpdate` with
+/// the other type, and a usable surge/unavailable pair.
+fn check_update_strategy(strategy: &UpdateStrategy<'_>, errors: &mut Vec<FieldError>) {
+    let type_ = strategy.type_.unwrap_or("RollingUpdate");
+    check_enum(
+        &format!("{}.type", strategy.path),
+        Some(type_),
+        strategy.supported,
+        errors,
+    );
+    match strategy.rolling {
+        Some(_) if type_ == strategy.other => errors.push(FieldError::forbidden(
+            format!("{}.rollingUpdate", strategy.path),
+            format!(
+                "may not be specified when strategy `type` is '{}'",
+                strategy.other
+            ),
+        )),
+        Some((surge, unavailable)) => check_surge_and_unavailable(
+            &format!("{}.rollingUpdate", strategy.path),
+            surge,
+            unavailable,
+            strategy.absent_is_zero,
+            errors,
+        ),
+        None => {}
+    }
 }
 
 /// Checks `maxSurge` and `maxUnavailable` of a rolling update under
@@ -1172,30 +1210,23 @@ pub fn validate_daemon_set(daemon_set: &DaemonSet) -> Vec<FieldError> {
         &mut errors,
     );
     if let Some(strategy) = &spec.update_strategy {
-        let type_ = strategy.type_.as_deref().unwrap_or("RollingUpdate");
-        check_enum(
-            "spec.updateStrategy.type",
-            Some(type_),
-            &["RollingUpdate", "OnDelete"],
-            &mut errors,
-        );
-        match (&strategy.rolling_update, type_) {
-            (Some(_), "OnDelete") => errors.push(FieldError::forbidden(
-                "spec.updateStrategy.rollingUpdate",
-                "may not be specified when strategy `type` is 'OnDelete'",
-            )),
-            (Some(rolling), _) => check_surge_and_unavailable(
-                "spec.updateStrategy.rollingUpdate",
-                rolling.max_surge.as_ref(),
-                rolling.max_unavailable.as_ref(),
+        check_update_strategy(
+            &UpdateStrategy {
+                path: "spec.updateStrategy",
+                type_: strategy.type_.as_deref(),
+                supported: &["RollingUpdate", "OnDelete"],
+                other: "OnDelete",
+                rolling: strategy
+                    .rolling_update
+                    .as_ref()
+                    .map(|r| (r.max_surge.as_ref(), r.max_unavailable.as_ref())),
                 // DaemonSets default maxSurge to 0 (and maxUnavailable to 1,
                 // but an absent one is counted as zero here as Kubernetes'
                 // validation does).
-                true,
-                &mut errors,
-            ),
-            (None, _) => {}
-        }
+                absent_is_zero: true,
+            },
+            &mut errors,
+        );
     }
     errors
 }
@@ -1897,6 +1928,89 @@ mod tests {
             port,
             ..ServicePort::default()
         }
+    }
+
+    #[test]
+    fn update_strategies_check_type_and_rolling_update() {
+        let zero = IntOrString::Int(0);
+        let check = |path, type_, supported: &[&str], other, rolling, absent| {
+            let mut errors = Vec::new();
+            check_update_strategy(
+                &UpdateStrategy {
+                    path,
+                    type_,
+                    supported,
+                    other,
+                    rolling,
+                    absent_is_zero: absent,
+                },
+                &mut errors,
+            );
+            errors
+                .iter()
+                .map(|e| format!("{}: {}", e.field, e.detail))
+                .collect::<Vec<_>>()
+        };
+        let deploy = ["Recreate", "RollingUpdate"];
+        assert_eq!(
+            check(
+                "spec.strategy",
+                Some("Recreate"),
+                &deploy,
+                "Recreate",
+                Some((None, None)),
+                false
+            ),
+            [
+                "spec.strategy.rollingUpdate: may not be specified when strategy `type` is 'Recreate'"
+            ]
+        );
+        assert!(
+            check(
+                "spec.strategy",
+                None,
+                &deploy,
+                "Recreate",
+                Some((None, None)),
+                false
+            )
+            .is_empty()
+        );
+        let bad = check(
+            "spec.strategy",
+            Some("Blue"),
+            &deploy,
+            "Recreate",
+            None,
+            false,
+        );
+        assert_eq!(bad.len(), 1);
+        assert!(bad[0].starts_with("spec.strategy.type"), "{bad:?}");
+        let ds = ["RollingUpdate", "OnDelete"];
+        assert_eq!(
+            check(
+                "spec.updateStrategy",
+                Some("OnDelete"),
+                &ds,
+                "OnDelete",
+                Some((None, None)),
+                true
+            ),
+            [
+                "spec.updateStrategy.rollingUpdate: may not be specified when strategy `type` is 'OnDelete'"
+            ]
+        );
+        assert_eq!(
+            check(
+                "spec.updateStrategy",
+                None,
+                &ds,
+                "OnDelete",
+                Some((Some(&zero), None)),
+                true
+            ),
+            ["spec.updateStrategy.rollingUpdate.maxUnavailable: may not be 0 when `maxSurge` is 0"]
+        );
     }
 
     #[test]

@@ -779,6 +779,35 @@ fn maps_survive_a_reload_from_the_pin_directory() {
     assert_eq!(maps.service_entry(key).map(|v| v.count), Some(1));
 }
 
+/// A client namespace on a veth to the node's `eth0`: node 192.0.2.10/24,
+/// client 192.0.2.7/24.
+fn client_over_veth(env: &KernelEnv, name: &str) -> skiff_tests::netns::Netns {
+    let client_ns = skiff_tests::netns::Netns::new(name).expect("client netns");
+    skiff_tests::netns::link_veth(&env.netns, "eth0", &client_ns, "eth0").expect("veth");
+    env.netns
+        .add_addr("eth0", "192.0.2.10/24".parse().expect("cidr"))
+        .expect("node addr");
+    client_ns
+        .add_addr("eth0", "192.0.2.7/24".parse().expect("cidr"))
+        .expect("client addr");
+    client_ns
+}
+
+/// Attaches the tc program to the node's `eth0` in the given directions.
+fn attach_tc(env: &mut KernelEnv, directions: &[aya::programs::TcAttachType]) {
+    let netns = &env.netns;
+    let prog = env.loaded.tc_program().expect("tc program");
+    netns
+        .run_in(|| {
+            // clsact may already exist (tcx does not need it); ignore "exists".
+            let _ = aya::programs::tc::qdisc_add_clsact("eth0");
+            for direction in directions {
+                prog.attach("eth0", *direction).expect("attach tc");
+            }
+        })
+        .expect("enter node netns");
+}
+
 /// The tc program attached for real: a client namespace connects over a
 /// veth to the node's NodePort; the program DNATs to a backend listening in
 /// the node namespace and reverse-NATs the reply on egress. Real sockets,
@@ -790,18 +819,10 @@ fn tc_attached_nodeport_carries_a_real_tcp_connection() {
     use std::net::{TcpListener, TcpStream};
     use std::time::Duration;
 
-    use aya::programs::{TcAttachType, tc};
-    use skiff_tests::netns::{Netns, link_veth};
+    use aya::programs::TcAttachType;
 
     let mut env = KernelEnv::new("attach");
-    let client_ns = Netns::new("ktc").expect("client netns");
-    link_veth(&env.netns, "eth0", &client_ns, "eth0").expect("veth");
-    env.netns
-        .add_addr("eth0", "192.0.2.10/24".parse().expect("cidr"))
-        .expect("node addr");
-    client_ns
-        .add_addr("eth0", "192.0.2.7/24".parse().expect("cidr"))
-        .expect("client addr");
+    let client_ns = client_over_veth(&env, "ktc");
     // The backend's address is local to the node (this kernel has no dummy
     // link type; loopback holds it just as well).
     env.netns
@@ -829,18 +850,7 @@ fn tc_attached_nodeport_carries_a_real_tcp_connection() {
         .run_in(|| TcpListener::bind(backend))
         .expect("enter node netns")
         .expect("bind backend");
-    let netns = &env.netns;
-    let prog = env.loaded.tc_program().expect("tc program");
-    netns
-        .run_in(|| {
-            // clsact may already exist (tcx does not need it); ignore "exists".
-            let _ = tc::qdisc_add_clsact("eth0");
-            prog.attach("eth0", TcAttachType::Ingress)
-                .expect("attach ingress");
-            prog.attach("eth0", TcAttachType::Egress)
-                .expect("attach egress");
-        })
-        .expect("enter node netns");
+    attach_tc(&mut env, &[TcAttachType::Ingress, TcAttachType::Egress]);
 
     let server = std::thread::spawn(move || {
         let (mut conn, peer) = listener.accept().expect("accept");
@@ -889,18 +899,10 @@ fn tc_attached_nodeport_without_backends_refuses_at_once() {
     use std::net::TcpStream;
     use std::time::Duration;
 
-    use aya::programs::{TcAttachType, tc};
-    use skiff_tests::netns::{Netns, link_veth};
+    use aya::programs::TcAttachType;
 
     let mut env = KernelEnv::new("attrst");
-    let client_ns = Netns::new("ktr").expect("client netns");
-    link_veth(&env.netns, "eth0", &client_ns, "eth0").expect("veth");
-    env.netns
-        .add_addr("eth0", "192.0.2.10/24".parse().expect("cidr"))
-        .expect("node addr");
-    client_ns
-        .add_addr("eth0", "192.0.2.7/24".parse().expect("cidr"))
-        .expect("client addr");
+    let client_ns = client_over_veth(&env, "ktr");
     let frontend = SocketAddrV4::new(NODE, NODEPORT);
     install(&mut env, frontend, PROTO_TCP, svc_flags::NODEPORT, 12, &[]);
     // Something listens on the NodePort: without the RST it would answer.
@@ -909,15 +911,7 @@ fn tc_attached_nodeport_without_backends_refuses_at_once() {
         .run_in(|| std::net::TcpListener::bind(frontend))
         .expect("setns")
         .expect("bind decoy");
-    let netns = &env.netns;
-    let prog = env.loaded.tc_program().expect("tc program");
-    netns
-        .run_in(|| {
-            let _ = tc::qdisc_add_clsact("eth0");
-            prog.attach("eth0", TcAttachType::Ingress)
-                .expect("attach ingress");
-        })
-        .expect("setns");
+    attach_tc(&mut env, &[TcAttachType::Ingress]);
     let err = client_ns
         .run_in(|| TcpStream::connect_timeout(&frontend.into(), Duration::from_secs(5)))
         .expect("setns")
@@ -938,18 +932,10 @@ fn tc_attached_udp_nodeport_without_backends_refuses_a_connected_socket() {
     use std::net::UdpSocket;
     use std::time::Duration;
 
-    use aya::programs::{TcAttachType, tc};
-    use skiff_tests::netns::{Netns, link_veth};
+    use aya::programs::TcAttachType;
 
     let mut env = KernelEnv::new("attudp");
-    let client_ns = Netns::new("ktu").expect("client netns");
-    link_veth(&env.netns, "eth0", &client_ns, "eth0").expect("veth");
-    env.netns
-        .add_addr("eth0", "192.0.2.10/24".parse().expect("cidr"))
-        .expect("node addr");
-    client_ns
-        .add_addr("eth0", "192.0.2.7/24".parse().expect("cidr"))
-        .expect("client addr");
+    let client_ns = client_over_veth(&env, "ktu");
     let frontend = SocketAddrV4::new(NODE, NODEPORT);
     install(&mut env, frontend, PROTO_UDP, svc_flags::NODEPORT, 14, &[]);
     let decoy = env
@@ -957,15 +943,7 @@ fn tc_attached_udp_nodeport_without_backends_refuses_a_connected_socket() {
         .run_in(|| UdpSocket::bind(frontend))
         .expect("setns")
         .expect("bind decoy");
-    let netns = &env.netns;
-    let prog = env.loaded.tc_program().expect("tc program");
-    netns
-        .run_in(|| {
-            let _ = tc::qdisc_add_clsact("eth0");
-            prog.attach("eth0", TcAttachType::Ingress)
-                .expect("attach ingress");
-        })
-        .expect("setns");
+    attach_tc(&mut env, &[TcAttachType::Ingress]);
     let err = client_ns
         .run_in(|| {
             let s = UdpSocket::bind("192.0.2.7:0")?;

@@ -399,19 +399,10 @@ impl Up {
         // setns(2) only, as `skiff up` starts agents: `ip netns exec` would
         // also give the agent a private mount namespace, hiding the pod
         // namespaces it mounts under /var/run/netns from everyone else.
-        let ns_file = std::fs::File::open(Path::new("/var/run/netns").join(&netns))
-            .expect("opening the node namespace");
         let (program, args) = argv.split_first().expect("agent argv");
         let mut cmd = Command::new(program);
-        // SAFETY: only setns(2), async-signal-safe, on an fd opened before
-        // the fork.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(move || {
-                nix::sched::setns(&ns_file, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(std::io::Error::from)
-            });
-        }
+        skiff_tests::enter_netns_on_spawn(&mut cmd, &Path::new("/var/run/netns").join(&netns))
+            .expect("entering the node namespace");
         let child = cmd
             .args(args)
             .env_clear()

@@ -34,5 +34,7 @@ mod spawned;
 pub mod topology;
 
 pub use error::{Error, Result};
-pub use netns::{Netns, link_veth, netns_name, run_in_netns, validate_ifname};
+pub use netns::{
+    Netns, enter_netns_on_spawn, link_veth, netns_name, run_in_netns, validate_ifname,
+};
 pub use topology::{Cluster, ClusterSpec, Node};

@@ -19,7 +19,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use ipnetwork::IpNetwork;
@@ -180,23 +180,13 @@ impl Netns {
     /// in its own process group so teardown can also stop what it starts;
     /// a command that leaves that group (`setsid`) is on its own.
     pub fn spawn(&self, cmd: &mut Command) -> Result<Child> {
-        let ns_file = Arc::new(self.open()?);
-        let in_child = Arc::clone(&ns_file);
-        // SAFETY: the closure only calls setns(2), which is async-signal-safe,
-        // on an fd opened before the fork and kept open by the Arc.
-        unsafe {
-            cmd.pre_exec(move || {
-                nix::sched::setns(&*in_child, CloneFlags::CLONE_NEWNET)
-                    .map_err(std::io::Error::from)
-            });
-        }
+        enter_netns_on_spawn(cmd, &self.path)?;
         cmd.process_group(0);
         let program = cmd.get_program().to_string_lossy().into_owned();
         let mut child = cmd.spawn().map_err(|source| Error::Spawn {
             command: render_command(&program, cmd.get_args()),
             source,
         })?;
-        drop(ns_file);
         match Spawned::track(child.id()) {
             Ok(tracked) => {
                 tracing::debug!(netns = %self.name, pid = child.id(), program, "spawned");
@@ -288,13 +278,26 @@ impl Netns {
         })?;
         Ok(links.into_iter().map(|l| l.ifname).collect())
     }
+}
 
-    fn open(&self) -> Result<File> {
-        File::open(&self.path).map_err(|source| Error::Io {
-            what: format!("open {}", self.path.display()),
-            source,
-        })
+/// Makes `cmd` enter the network namespace at `path` (any namespace file)
+/// between fork and exec: setns(2) only, so unlike `ip netns exec` the
+/// command keeps this process's mount namespace (what it mounts, e.g.
+/// under /var/run/netns, stays visible to everyone). The namespace file
+/// stays open (close-on-exec) as long as `cmd` lives.
+pub fn enter_netns_on_spawn(cmd: &mut Command, path: &Path) -> Result<()> {
+    let ns_file = File::open(path).map_err(|source| Error::Io {
+        what: format!("open {}", path.display()),
+        source,
+    })?;
+    // SAFETY: the closure only calls setns(2), which is async-signal-safe,
+    // on an fd opened before the fork and owned by the closure.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sched::setns(&ns_file, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
+        });
     }
+    Ok(())
 }
 
 /// Runs `f` on a fresh thread that has entered the network namespace at

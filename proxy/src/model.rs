@@ -353,8 +353,14 @@ impl DesiredState {
         services: impl IntoIterator<Item = &'a Service>,
         slices: impl IntoIterator<Item = &'a EndpointSlice>,
     ) -> BTreeSet<ServicePortKey> {
+        // Called for every slice of the cluster: looked up by borrowed
+        // names, without allocating per call.
+        let mut by_namespace: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for (ns, name) in touched {
+            by_namespace.entry(ns).or_default().insert(name);
+        }
         let is_touched = |namespace: Option<&str>, name: Option<&str>| match (namespace, name) {
-            (Some(ns), Some(n)) => touched.contains(&(ns.to_owned(), n.to_owned())),
+            (Some(ns), Some(n)) => by_namespace.get(ns).is_some_and(|names| names.contains(n)),
             _ => false,
         };
         let services: Vec<Service> = services

@@ -129,9 +129,9 @@ pub fn run(args: AgentArgs) -> Result<()> {
         let report = skiff_agent::cleanup(&cfg).context("agent cleanup")?;
         eprintln!("agent cleanup: {report:?}");
         let pin_dir = PathBuf::from(DEFAULT_PIN_ROOT).join(&args.node_name);
-        if pin_dir.exists() {
-            std::fs::remove_dir_all(&pin_dir)
-                .with_context(|| format!("removing eBPF pins {}", pin_dir.display()))?;
+        if skiff_proxy::ebpf::remove_pins(&pin_dir)
+            .with_context(|| format!("removing eBPF pins {}", pin_dir.display()))?
+        {
             eprintln!("removed eBPF pins {}", pin_dir.display());
         }
         let mut ipt = skiff_proxy::iptables::IptablesDataplane::new();

@@ -42,7 +42,7 @@ use crate::up::{EXAMPLE_WEB, forward};
 /// Default data dir of `skiff up`.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/skiff/up";
 /// Where the agent pins its eBPF objects (one dir per node name).
-const PIN_ROOT: &str = "/sys/fs/bpf/skiff";
+const PIN_ROOT: &str = skiff_proxy::ebpf::DEFAULT_PIN_ROOT;
 /// Where `ip netns` keeps namespace files.
 const NETNS_DIR: &str = "/var/run/netns";
 /// How long a stopped process gets before SIGKILL.
@@ -1021,13 +1021,12 @@ fn sweep(data_dir: &Path, exe: &Path) -> Result<DownReport> {
             Err(e) => report.errors.push(format!("{e:#}")),
         }
         let pins = Path::new(PIN_ROOT).join(node);
-        if pins.exists() {
-            match std::fs::remove_dir_all(&pins) {
-                Ok(()) => report.pins.push(pins.display().to_string()),
-                Err(e) => report
-                    .errors
-                    .push(format!("removing {}: {e}", pins.display())),
-            }
+        match skiff_proxy::ebpf::remove_pins(&pins) {
+            Ok(true) => report.pins.push(pins.display().to_string()),
+            Ok(false) => {}
+            Err(e) => report
+                .errors
+                .push(format!("removing {}: {e}", pins.display())),
         }
     }
 

@@ -24,6 +24,27 @@ use crate::model::{DesiredState, ServicePortKey};
 /// Where pinned state lives by default (bpffs).
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/skiff";
 
+/// Removes a node's pin directory (`<pin root>/<node>`: its pinned maps
+/// and links), then the pin root itself if no other node's pins are left
+/// in it, so a cleaned-up machine keeps no empty directory on bpffs.
+/// Returns whether the node's directory existed.
+///
+/// # Errors
+/// Removing the node's directory failed (other than it being absent).
+pub fn remove_pins(pin_dir: &Path) -> std::io::Result<bool> {
+    let existed = match std::fs::remove_dir_all(pin_dir) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(e),
+    };
+    if let Some(root) = pin_dir.parent() {
+        // Fails (and is meant to) while other nodes' pins are there, or
+        // when the root is the bpffs mount point itself.
+        let _ = std::fs::remove_dir(root);
+    }
+    Ok(existed)
+}
+
 /// Plain-data configuration of the eBPF dataplane.
 #[derive(Clone, Debug)]
 pub struct EbpfConfig {
@@ -248,15 +269,11 @@ impl EbpfDataplane {
         let pin_dir = self.loaded.pin_dir.clone();
         // Removing the pins (links and maps) detaches what only the pins
         // held; what this process holds goes when it is dropped.
-        match std::fs::remove_dir_all(&pin_dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(backend_err("removing pins")(EbpfError::PinDir {
-                    path: pin_dir,
-                    source,
-                }));
-            }
+        if let Err(source) = remove_pins(&pin_dir) {
+            return Err(backend_err("removing pins")(EbpfError::PinDir {
+                path: pin_dir,
+                source,
+            }));
         }
         // This process still holds the maps; their flows must not name
         // the backends the next sync writes.
@@ -264,5 +281,24 @@ impl EbpfDataplane {
         planner.allocate_backend_ids_above(self.maps.max_backend_id_referenced());
         self.planner = planner;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removing_the_last_node_pins_removes_the_root_too() {
+        let base = tempfile::tempdir().expect("tempdir");
+        let root = base.path().join("skiff");
+        for node in ["n1", "n2"] {
+            std::fs::create_dir_all(root.join(node).join("maps")).expect("pins");
+        }
+        assert!(remove_pins(&root.join("n1")).expect("remove n1"));
+        assert!(root.is_dir(), "n2's pins are still there");
+        assert!(!remove_pins(&root.join("n1")).expect("again"));
+        assert!(remove_pins(&root.join("n2")).expect("remove n2"));
+        assert!(!root.exists(), "an empty pin root is removed");
     }
 }

@@ -16,7 +16,7 @@ pub mod maps;
 pub mod object;
 pub mod plan;
 
-pub use dataplane::{DEFAULT_PIN_ROOT, EbpfConfig, EbpfDataplane};
+pub use dataplane::{DEFAULT_PIN_ROOT, EbpfConfig, EbpfDataplane, remove_pins};
 pub use error::EbpfError;
 pub use loader::{Loaded, PROG_TC};
 pub use maps::{BackendSpec, ServiceMaps, ServiceSpec};
